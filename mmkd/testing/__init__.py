@@ -1,6 +1,7 @@
 """Helpers for tests, the demo and benchmarks: synthetic-data config overrides."""
+from .tools import ROOT, run_tool
 from .configs import (cfg_options, cls_overrides, det_overrides, no_pretrained, seg_overrides,
                       write_config)
 
 __all__ = ['det_overrides', 'seg_overrides', 'cls_overrides', 'no_pretrained', 'write_config',
-           'cfg_options']
+           'cfg_options', 'run_tool', 'ROOT']
