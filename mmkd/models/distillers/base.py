@@ -45,7 +45,31 @@ def build_model_from_cfg(cfg: ModelCfg) -> nn.Module:
         cfg = copy.deepcopy(full.model)
         if full.get('default_scope'):
             cfg.setdefault('_scope_', full.default_scope)
+        # As MMEngine's Runner does: mmpretrain (and mmseg) configs keep the
+        # data preprocessor at the top level, outside ``model``.
+        if full.get('data_preprocessor') is not None:
+            cfg.setdefault('data_preprocessor', copy.deepcopy(full.data_preprocessor))
     return MODELS.build(copy.deepcopy(cfg))
+
+
+def build_distill_losses(cfgs: Optional[Dict[str, dict]]) -> nn.ModuleDict:
+    """Builds ``name -> loss config`` in the ``mmkd`` scope (for ``loss_<name>`` keys)."""
+    losses = nn.ModuleDict()
+    for name, cfg in (cfgs or {}).items():
+        cfg = copy.deepcopy(cfg)
+        cfg.setdefault('_scope_', 'mmkd')
+        losses[name] = MODELS.build(cfg)
+    return losses
+
+
+def with_preprocessor(cfg: ModelCfg, data_preprocessor: Optional[dict]) -> ModelCfg:
+    """``cfg`` with ``data_preprocessor`` set if it is a model dict without one."""
+    if data_preprocessor is None or not isinstance(cfg, dict) or \
+            cfg.get('data_preprocessor') is not None:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    cfg['data_preprocessor'] = copy.deepcopy(data_preprocessor)
+    return cfg
 
 
 def load_teacher_checkpoint(teacher: nn.Module, filename: str) -> None:
@@ -95,6 +119,10 @@ class BaseDistiller(BaseModel):
         distill_losses (dict): ``name -> loss config``; each adds the key
             ``loss_<name>``. Loss types are looked up in the ``mmkd`` scope.
             Defaults to an empty dict.
+        data_preprocessor (dict, optional): The config's top-level data
+            preprocessor, which MMEngine's Runner passes to the model
+            (mmpretrain and mmseg configs keep it outside ``model``). It is
+            given to the student if the student dict has none. Defaults to None.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
     """
 
@@ -103,8 +131,9 @@ class BaseDistiller(BaseModel):
                  teacher: ModelCfg,
                  teacher_ckpt: Optional[str] = None,
                  distill_losses: Optional[Dict[str, dict]] = None,
+                 data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
-        student_model = build_model_from_cfg(student)
+        student_model = build_model_from_cfg(with_preprocessor(student, data_preprocessor))
         # The batch is normalised once, by the student's preprocessor.
         super().__init__(data_preprocessor=student_model.data_preprocessor, init_cfg=init_cfg)
         self.student = student_model
@@ -117,11 +146,7 @@ class BaseDistiller(BaseModel):
                       logger='current', level=30)
         self.teacher.requires_grad_(False)
         self.teacher.eval()
-        self.distill_losses = nn.ModuleDict()
-        for name, cfg in (distill_losses or {}).items():
-            cfg = copy.deepcopy(cfg)
-            cfg.setdefault('_scope_', 'mmkd')
-            self.distill_losses[name] = MODELS.build(cfg)
+        self.distill_losses = build_distill_losses(distill_losses)
         #: Multiplies every distillation loss (warm-up / stop schedules).
         self.distill_loss_scale = 1.0
         self._teacher_norm = self._normalisation_change()
