@@ -167,11 +167,17 @@ def cls_overrides(info: dict, size: int = 32, batch_size: int = 4,
 
 
 def no_pretrained(cfg: Any) -> Any:
-    """Removes every ``init_cfg`` of type ``Pretrained`` (recursively, in place)."""
+    """Removes pretrained weights from a model config (recursively, in place).
+
+    Clears every ``init_cfg`` of type ``Pretrained`` (mmdet, mmpretrain) and
+    every string ``pretrained=`` (mmseg's ``EncoderDecoder``).
+    """
     if isinstance(cfg, dict):
         init = cfg.get('init_cfg')
         if isinstance(init, dict) and init.get('type') == 'Pretrained':
             cfg['init_cfg'] = None
+        if isinstance(cfg.get('pretrained'), str):
+            cfg['pretrained'] = None
         for v in cfg.values():
             no_pretrained(v)
     elif isinstance(cfg, (list, tuple)):
