@@ -1,0 +1,143 @@
+"""LightSKD self-distillation of an mmpretrain image classifier (no teacher)."""
+import copy
+from typing import Dict, Optional, Tuple
+
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+from torch import Tensor
+
+from mmkd.models.losses import DRGLoss, DSRLoss
+from mmkd.registry import MODELS
+
+from .base import (
+    BaseDistiller,
+    ModelCfg,
+    build_distill_losses,
+    build_model_from_cfg,
+    with_preprocessor,
+)
+from .cls_distiller import gt_labels, num_classes_of
+
+
+@MODELS.register_module()
+class LightSKD(BaseModel):
+    """LightSKD: an ``ImageClassifier`` distils itself with DRG and DSR.
+
+    Lightweight Self-Knowledge Distillation with Multi-source Information
+    Fusion, arXiv:2305.09183, 2023.
+
+    * DRG: an auxiliary head (:class:`~mmkd.models.heads.DRGHead`) on backbone
+      stage ``aux_stage`` is trained by its own cross-entropy (``loss_aux``)
+      and, detached, guides the final logits through
+      :class:`~mmkd.models.losses.DRGLoss` (``loss_drg``).
+    * DSR: :class:`~mmkd.models.losses.DSRLoss` (``loss_dsr``) pulls the sorted
+      final logits towards the previous batch's, which the loss module keeps
+      (one per model, never in checkpoints; 0 on the first batch).
+
+    The backbone is made to also return stage ``aux_stage`` (its
+    ``out_indices`` are extended); the student's neck and head still see
+    only the stages of its config. The auxiliary head lives outside
+    ``self.student``, so ``predict`` / ``tensor`` use the student's normal head
+    alone and ``tools/model_converters/extract_student.py`` drops it. The
+    distillation losses (not ``loss_aux``) are scaled by
+    ``distill_loss_scale``, which :class:`~mmkd.engine.DistillLossScheduleHook`
+    sets.
+
+    Args:
+        student (dict): The mmpretrain ``ImageClassifier`` config.
+        aux_head (dict): The auxiliary head config; ``num_classes`` defaults
+            to the student's. Defaults to ``dict(type='DRGHead',
+            in_channels=128)`` (ResNet-18 / ResNet-34 second stage).
+        aux_stage (int): 0-based backbone stage (mmpretrain ``out_indices``
+            convention) of the auxiliary head. Defaults to 1 (ResNet's
+            ``layer2``: the paper's stage 2).
+        aux_loss_weight (float): Weight of the auxiliary cross-entropy.
+            Defaults to 1.0.
+        distill_losses (dict): ``name -> DRGLoss / DSRLoss config``. Defaults
+            to ``drg=DRGLoss(T=4, loss_weight=0.2)`` and
+            ``dsr=DSRLoss(T=4, loss_weight=1.0)`` (the official settings).
+        data_preprocessor (dict, optional): The config's top-level data
+            preprocessor (set by the Runner), used if the student dict has
+            none. Defaults to None.
+        init_cfg (dict, optional): Initialisation config. Defaults to None.
+    """
+
+    def __init__(self,
+                 student: ModelCfg,
+                 aux_head: Optional[dict] = None,
+                 aux_stage: int = 1,
+                 aux_loss_weight: float = 1.0,
+                 distill_losses: Optional[Dict[str, dict]] = None,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        student_model = build_model_from_cfg(with_preprocessor(student, data_preprocessor))
+        super().__init__(data_preprocessor=student_model.data_preprocessor, init_cfg=init_cfg)
+        self.student = student_model
+        backbone = self.student.backbone
+        if not hasattr(backbone, 'out_indices'):
+            raise TypeError(f'LightSKD needs a backbone with out_indices (such as ResNet), got '
+                            f'{type(backbone).__name__}')
+        self._main_indices = tuple(backbone.out_indices)
+        if not 0 <= aux_stage < max(self._main_indices):
+            raise ValueError(f'aux_stage must be a backbone stage before the last one used by '
+                             f'the head ({max(self._main_indices)}), got {aux_stage}')
+        self.aux_stage = aux_stage
+        self._out_indices = tuple(sorted(set(self._main_indices) | {aux_stage}))
+        backbone.out_indices = self._out_indices
+        aux_head = copy.deepcopy(aux_head or dict(type='DRGHead', in_channels=128))
+        aux_head.setdefault('num_classes', num_classes_of(self.student))
+        aux_head.setdefault('_scope_', 'mmkd')
+        if aux_head['num_classes'] != num_classes_of(self.student):
+            raise ValueError(f'aux_head has {aux_head["num_classes"]} classes, the student '
+                             f'{num_classes_of(self.student)}')
+        self.aux_head = MODELS.build(aux_head)
+        self.aux_loss_weight = aux_loss_weight
+        if distill_losses is None:
+            distill_losses = dict(drg=dict(type='DRGLoss', temperature=4.0, loss_weight=0.2),
+                                  dsr=dict(type='DSRLoss', temperature=4.0, loss_weight=1.0))
+        self.distill_losses = build_distill_losses(distill_losses)
+        for name, loss in self.distill_losses.items():
+            if not isinstance(loss, (DRGLoss, DSRLoss)):
+                raise TypeError(f'LightSKD takes DRGLoss and DSRLoss only; "{name}" is a '
+                                f'{type(loss).__name__}')
+        #: Multiplies the distillation losses (warm-up / stop schedules).
+        self.distill_loss_scale = 1.0
+
+    # The same scaled call as the teacher-student distillers.
+    distill_loss = BaseDistiller.distill_loss
+
+    def extract_feat(self, inputs: Tensor) -> Tuple[Tensor, tuple]:
+        """The auxiliary stage's feature map and the student's neck output."""
+        feats = self.student.extract_feat(inputs, stage='backbone')
+        aux = feats[self._out_indices.index(self.aux_stage)]
+        main = tuple(feats[self._out_indices.index(i)] for i in self._main_indices)
+        return aux, (self.student.neck(main) if self.student.with_neck else main)
+
+    def forward(self, inputs: Tensor, data_samples: Optional[list] = None, mode: str = 'tensor'):
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'predict':
+            return self.student.head.predict(self.extract_feat(inputs)[1], data_samples)
+        if mode == 'tensor':
+            return self.student.head(self.extract_feat(inputs)[1])
+        raise RuntimeError(f'Invalid mode "{mode}". Only supports loss, predict and tensor mode')
+
+    def loss(self, inputs: Tensor, data_samples: list) -> Dict[str, Tensor]:
+        """Student head loss, ``loss_aux`` and ``loss_<name>`` (DRG, DSR)."""
+        aux_feat, neck = self.extract_feat(inputs)
+        logits = self.student.head(neck)
+        losses = self.student.head._get_loss(logits, data_samples)
+        in_channels = getattr(self.aux_head, 'in_channels', aux_feat.shape[1])
+        if aux_feat.shape[1] != in_channels:
+            raise ValueError(f'aux_head expects {in_channels} channels but backbone stage '
+                             f'{self.aux_stage} gives {aux_feat.shape[1]}: set '
+                             f'aux_head.in_channels={aux_feat.shape[1]}')
+        aux_logits = self.aux_head(aux_feat)
+        target = gt_labels(data_samples).to(logits.device)
+        losses['loss_aux'] = F.cross_entropy(aux_logits, target) * self.aux_loss_weight
+        for name, loss in self.distill_losses.items():
+            if isinstance(loss, DRGLoss):
+                losses[f'loss_{name}'] = self.distill_loss(name, logits, aux_logits.detach())
+            else:
+                losses[f'loss_{name}'] = self.distill_loss(name, logits)
+        return losses
