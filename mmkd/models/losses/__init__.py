@@ -4,6 +4,7 @@ Every loss is registered in :data:`mmkd.registry.MODELS` and has a functional
 core that distillers and tests can call directly.
 """
 from .base import BaseDistillLoss
+from .cwd_loss import ChannelWiseDivergence, cwd_channels
 from .dist_loss import DISTLoss, dist_correlations, dist_loss
 from .dkd_loss import DKDLoss, dkd_loss
 from .drg_loss import DRGLoss
@@ -27,5 +28,5 @@ __all__ = [
     'DRGLoss', 'DSRLoss', 'kd_loss', 'dist_loss', 'dist_correlations', 'dkd_loss', 'rekd_loss',
     'topk_mask', 'rld_loss', 'sdd_local_logits', 'sdd_loss', 'sdd_region_weights', 'dsr_loss',
     'subset_kl', 'subset_logsumexp', 'log_binary', 'binary_kl', 'standardize_logits',
-    'valid_rows', 'reduce_rows'
+    'valid_rows', 'reduce_rows', 'ChannelWiseDivergence', 'cwd_channels'
 ]

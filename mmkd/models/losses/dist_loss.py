@@ -14,11 +14,10 @@ from .utils import check_positive, reduce_rows
 
 def _probs(logits: Tensor, tau: float, use_sigmoid: bool) -> Tensor:
     """A new tensor ``softmax(logits / tau, dim=1)`` (or the sigmoid)."""
-    out = logits / tau if tau != 1 else logits.clone()
+    z = logits / tau if tau != 1 else logits
     if use_sigmoid:
-        return out.sigmoid_()
-    out.sub_(out.amax(dim=1, keepdim=True)).exp_()
-    return out.div_(out.sum(dim=1, keepdim=True))
+        return z.sigmoid_() if z is not logits else z.sigmoid()
+    return torch.softmax(z, dim=1)
 
 
 def _row_dims(x: Tensor) -> Tuple[int, ...]:
@@ -113,30 +112,31 @@ class _DISTCorrelations(torch.autograd.Function):
         if g_cls is not None and ctx.world > 1:
             g_cls = _all_reduce(g_cls.clone())
         y_s, y_t = _probs(s, tau, use_sigmoid), _probs(t, tau, use_sigmoid)
-        # d rho / d a = b / den - num * nb / (na * den^2) * a   (a, b centred)
-        grad = torch.zeros_like(y_s)
+        zero = s.new_zeros(())
+        # d rho / d a = b / den - num * nb / (na * den^2) * a  with a, b the centred
+        # vectors; centring first keeps huge 1/den factors from cancelling.
         if g_rows is not None:
-            c_b = g_rows / den
-            c_a = torch.where(na > 0, -g_rows * num * nb / (na * den * den), na.new_zeros(()))
-            m_s, m_t = y_s.mean(dim=1), y_t.mean(dim=1)
-            grad.addcmul_(y_s, c_a.unsqueeze(1)).addcmul_(y_t, c_b.unsqueeze(1))
-            grad.sub_((m_s * c_a + m_t * c_b).unsqueeze(1))
+            c_b = (g_rows / den).unsqueeze(1)
+            c_a = torch.where(na > 0, -g_rows * num * nb / (na * den * den), zero).unsqueeze(1)
+            grad = (y_s - y_s.mean(dim=1, keepdim=True)).mul_(c_a)
+            buf = torch.sub(y_t, y_t.mean(dim=1, keepdim=True))
+            grad.addcmul_(buf, c_b)
+        else:
+            grad, buf = torch.zeros_like(y_s), torch.empty_like(y_s)
         if g_cls is not None:
             c_b = _class_view(g_cls / den2, y_s)
             c_a = _class_view(
-                torch.where(na2 > 0, -g_cls * num2 * nb2 / (na2 * den2 * den2), na2.new_zeros(())),
-                y_s)
-            shift = _class_view(mu_s, y_s) * c_a + _class_view(mu_t, y_s) * c_b
-            if valid is None:
-                grad.addcmul_(y_s, c_a).addcmul_(y_t, c_b).sub_(shift)
-            else:
-                part = torch.mul(y_s, c_a).addcmul_(y_t, c_b).sub_(shift)
-                grad.add_(part.mul_(valid.unsqueeze(1)))
-                del part
-        if use_sigmoid:  # d sigmoid = y (1 - y); the buffer of y_t is reused
-            grad.mul_(y_s).mul_(torch.neg(y_s, out=y_t).add_(1))
+                torch.where(na2 > 0, -g_cls * num2 * nb2 / (na2 * den2 * den2), zero), y_s)
+            centred_t = y_t.sub_(_class_view(mu_t, y_s))  # y_t is not needed any more
+            part = torch.sub(y_s, _class_view(mu_s, y_s), out=buf).mul_(c_a)
+            part.addcmul_(centred_t, c_b)
+            if valid is not None:
+                part.mul_(valid.unsqueeze(1))
+            grad.add_(part)
+        if use_sigmoid:  # d sigmoid = y (1 - y)
+            grad.mul_(y_s).mul_(torch.neg(y_s, out=buf).add_(1))
         else:  # d softmax: y * (g - <y, g>)
-            dot = torch.mul(y_s, grad, out=y_t).sum(dim=1, keepdim=True)
+            dot = torch.mul(y_s, grad, out=buf).sum(dim=1, keepdim=True)
             grad.sub_(dot).mul_(y_s)
         if tau != 1:
             grad.div_(tau)

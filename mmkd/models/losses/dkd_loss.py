@@ -39,7 +39,7 @@ def dkd_loss(preds_S: Tensor,
     """
     T = float(temperature)
     gt = target.unsqueeze(1)
-    nckd, lse_rest_s, lse_rest_t = subset_kl(preds_S, preds_T, T, drop=gt)
+    nckd, lse_rest_s, lse_rest_t = subset_kl(preds_S, preds_T, T, drop=gt, with_lse=True)
     log_p_s, log_q_s = log_binary(preds_S.gather(1, gt).squeeze(1) / T, lse_rest_s)
     log_p_t, log_q_t = log_binary(preds_T.detach().gather(1, gt).squeeze(1) / T, lse_rest_t)
     tckd = binary_kl(log_p_t, log_q_t, log_p_s, log_q_s)

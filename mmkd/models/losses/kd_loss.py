@@ -38,7 +38,7 @@ def kd_loss(preds_S: Tensor,
         kl = (F.binary_cross_entropy_with_logits(s, p_t, reduction='none') -
               F.binary_cross_entropy_with_logits(t, p_t, reduction='none'))
         return kl.sum(dim=1) * (T * T)
-    return subset_kl(preds_S, preds_T, T)[0] * (T * T)
+    return subset_kl(preds_S, preds_T, T) * (T * T)
 
 
 @MODELS.register_module()

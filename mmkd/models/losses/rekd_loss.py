@@ -59,8 +59,9 @@ def rekd_loss(preds_S: Tensor,
         raise ValueError(f"topk_source must be 'teacher' or 'student', got {topk_source!r}.")
     T = float(temperature)
     head = topk_mask(preds_T if topk_source == 'teacher' else preds_S, k)
-    tisd, lse_in_s, lse_in_t = subset_kl(preds_S, preds_T, T, mask=head)
-    ntid, lse_out_s, lse_out_t = subset_kl(preds_S, preds_T, T, mask=head, complement=True)
+    tisd, lse_in_s, lse_in_t = subset_kl(preds_S, preds_T, T, mask=head, with_lse=True)
+    ntid, lse_out_s, lse_out_t = subset_kl(
+        preds_S, preds_T, T, mask=head, complement=True, with_lse=True)
     loss = as_row_param(alpha, tisd) * tisd + as_row_param(beta, ntid) * ntid
     if isinstance(gamma, Tensor) or gamma != 0:
         binary = binary_kl(*log_binary(lse_in_t, lse_out_t), *log_binary(lse_in_s, lse_out_s))

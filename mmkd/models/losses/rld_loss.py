@@ -64,7 +64,7 @@ def rld_loss(preds_S: Tensor,
     scd = binary_kl(log_p_t, log_q_t, log_p_s, log_q_s) * (Ta * Ta)
     # MCD: keep only the classes the teacher ranks strictly below the label.
     below_label = t < t.gather(1, y)
-    mcd = subset_kl(preds_S, t, T, mask=below_label)[0] * (T * T)
+    mcd = subset_kl(preds_S, t, T, mask=below_label) * (T * T)
     return as_row_param(alpha, scd) * scd + as_row_param(beta, mcd) * mcd
 
 

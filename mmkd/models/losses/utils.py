@@ -237,8 +237,17 @@ def reduce_rows(loss: Tensor,
 # ---------------------------------------------------------------------------
 def _masked_scaled(x: Tensor, temperature: float, mask: Optional[Tensor], complement: bool,
                    drop: Optional[Tensor]) -> Tensor:
-    """A new tensor ``x / T`` with excluded classes set to the dtype minimum."""
-    out = x / temperature if temperature != 1 else x.clone()
+    """``x / T`` with excluded classes set to the dtype minimum.
+
+    Returns ``x`` itself when there is nothing to do, so callers must not
+    modify the result in place.
+    """
+    if temperature != 1:
+        out = x / temperature
+    elif mask is not None or drop is not None:
+        out = x.clone()
+    else:
+        return x
     low = torch.finfo(out.dtype).min
     if mask is not None:
         out.masked_fill_(mask if complement else ~mask, low)
@@ -247,58 +256,74 @@ def _masked_scaled(x: Tensor, temperature: float, mask: Optional[Tensor], comple
     return out
 
 
-def _expand_row(x: Optional[Tensor]) -> Optional[Tensor]:
-    return None if x is None else x.unsqueeze(1)
+def _restricted_exp(x: Tensor, temperature: float, mask: Optional[Tensor], complement: bool,
+                    drop: Optional[Tensor], shift: Tensor) -> Tensor:
+    """A new tensor ``exp(x / T - shift)`` that is 0 on excluded classes.
+
+    ``shift`` is a row map (``(N, *S)``): a row's max gives unnormalised
+    probabilities, its logsumexp the restricted softmax itself.
+    """
+    z = _masked_scaled(x, temperature, mask, complement, drop)
+    shift = shift.unsqueeze(1)
+    z = z - shift if z is x else z.sub_(shift)
+    return z.exp_()
 
 
 class _SubsetKL(torch.autograd.Function):
     """KL between teacher and student softmaxes restricted to a class subset.
 
-    Forward returns per row ``KL(softmax_A(t/T) || softmax_A(s/T))`` and the
-    student's and teacher's ``logsumexp_A(x/T)``; the backward pass recomputes
-    the two restricted softmaxes from the saved inputs (no activations saved).
+    Forward returns per row ``KL(softmax_A(t/T) || softmax_A(s/T))`` and, with
+    ``with_lse``, the student's and teacher's ``logsumexp_A(x/T)``. Only the
+    inputs (which the caller holds anyway) and row maps are saved: backward
+    recomputes the two restricted softmaxes. With ``q_t`` the teacher's
+    restricted softmax, ``KL = sum_A q_t (t - s) / T - lse_t + lse_s``, which is
+    exactly 0 for identical inputs and needs neither ``log_softmax`` tensor.
     """
 
     @staticmethod
     def forward(ctx, s: Tensor, t: Tensor, temperature: float, mask: Optional[Tensor],
-                complement: bool, drop: Optional[Tensor],
-                nonempty: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+                complement: bool, drop: Optional[Tensor], nonempty: Optional[Tensor],
+                with_lse: bool):
         zs = _masked_scaled(s, temperature, mask, complement, drop)
+        max_s = zs.amax(dim=1)
+        lse_s = _restricted_exp(zs, 1.0, None, False, None, max_s).sum(dim=1).log_().add_(max_s)
         zt = _masked_scaled(t, temperature, mask, complement, drop)
-        lse_s = torch.logsumexp(zs, dim=1)
-        lse_t = torch.logsumexp(zt, dim=1)
-        # kl = sum_A q_t * (t - s) / T - lse_t + lse_s, using sum_A q_t = 1.
-        # Excluded classes hold min - min = 0 in the difference and 0 in q_t.
-        diff = torch.sub(zt, zs, out=zs)
-        q_t = zt.sub_(lse_t.unsqueeze(1)).exp_()
+        max_t = zt.amax(dim=1)
+        q_t = _restricted_exp(zt, 1.0, None, False, None, max_t)
+        sum_t = q_t.sum(dim=1)
+        q_t.div_(sum_t.unsqueeze(1))
+        lse_t = sum_t.log_().add_(max_t)
+        # excluded classes: min - min = 0 in the difference and q_t = 0
+        diff = zt.sub_(zs) if zt is not t else zt - zs
+        del zs, zt
         kl = diff.mul_(q_t).sum(dim=1).sub_(lse_t).add_(lse_s)
+        del diff, q_t
         if nonempty is not None:
             kl = torch.where(nonempty, kl, kl.new_zeros(()))
         ctx.temperature, ctx.complement = temperature, complement
         ctx.save_for_backward(s, t, mask, drop, nonempty, lse_s, lse_t)
+        if not with_lse:
+            return kl
         ctx.mark_non_differentiable(lse_t)
         return kl, lse_s, lse_t
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g_kl: Optional[Tensor], g_lse: Optional[Tensor], _g_lse_t):
+    def backward(ctx, g_kl: Optional[Tensor], *g_lse: Optional[Tensor]):
         s, t, mask, drop, nonempty, lse_s, lse_t = ctx.saved_tensors
-        if not ctx.needs_input_grad[0]:
-            return (None, ) * 7
-        T = ctx.temperature
-        zero = s.new_zeros(())
+        T, complement = ctx.temperature, ctx.complement
+        g_lse = g_lse[0] if g_lse else None
         g_kl = torch.zeros_like(lse_s) if g_kl is None else g_kl
-        g_lse = torch.zeros_like(lse_s) if g_lse is None else g_lse
         if nonempty is not None:  # an empty subset has no softmax: no gradient
-            g_kl = torch.where(nonempty, g_kl, zero)
-            g_lse = torch.where(nonempty, g_lse, zero)
+            g_kl = torch.where(nonempty, g_kl, g_kl.new_zeros(()))
+            g_lse = None if g_lse is None else torch.where(nonempty, g_lse, g_lse.new_zeros(()))
         # d kl / d s = (q_s - q_t) / T ; d lse_s / d s = q_s / T   (on the subset)
-        grad = _masked_scaled(s, T, mask, ctx.complement, drop)
-        grad.sub_(lse_s.unsqueeze(1)).exp_().mul_(((g_kl + g_lse) / T).unsqueeze(1))
-        q_t = _masked_scaled(t, T, mask, ctx.complement, drop)
-        q_t.sub_(lse_t.unsqueeze(1)).exp_().mul_((g_kl / T).unsqueeze(1))
-        grad.sub_(q_t)
-        return grad, None, None, None, None, None, None
+        coef_s = g_kl if g_lse is None else g_kl + g_lse
+        grad = _restricted_exp(s, T, mask, complement, drop, lse_s)
+        grad.mul_((coef_s / T).unsqueeze(1))
+        q_t = _restricted_exp(t, T, mask, complement, drop, lse_t)
+        grad.addcmul_(q_t, (g_kl / -T).unsqueeze(1))
+        return grad, None, None, None, None, None, None, None
 
 
 def subset_kl(preds_S: Tensor,
@@ -306,12 +331,14 @@ def subset_kl(preds_S: Tensor,
               temperature: float = 1.0,
               mask: Optional[Tensor] = None,
               complement: bool = False,
-              drop: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+              drop: Optional[Tensor] = None,
+              with_lse: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor, Tensor]]:
     """Per-row KL divergence of two softmaxes restricted to a subset of classes.
 
     With ``A`` the kept classes of a row and ``q_x = softmax_A(x / T)``, returns
     ``KL(q_t || q_s) = sum_{c in A} q_t(c) (log q_t(c) - log q_s(c))`` (without
-    the ``T^2`` factor), computed along ``dim=1`` with ``logsumexp`` only.
+    the ``T^2`` factor), computed along ``dim=1`` without moving the class axis;
+    the backward pass recomputes the softmaxes instead of keeping activations.
     Excluded classes are masked with the dtype's most negative finite value, so
     rows stay finite for any finite logits; a row whose subset is empty gives
     exactly 0 and no gradient. The teacher never gets a gradient.
@@ -326,12 +353,14 @@ def subset_kl(preds_S: Tensor,
         complement (bool): See ``mask``. Defaults to False.
         drop (Tensor | None): int64 ``(N, 1, *S)``: one more class to exclude per
             row (for example the label). Defaults to None.
+        with_lse (bool): Also return the log-masses of the subset. Defaults to
+            False.
 
     Returns:
-        tuple[Tensor, Tensor, Tensor]: Row maps ``(N, *S)``: the KL, the
-        student's ``logsumexp_A(s/T)`` (differentiable) and the teacher's
-        ``logsumexp_A(t/T)``. For an empty subset the logsumexps are the dtype's
-        most negative finite value ("log 0").
+        Tensor | tuple[Tensor, Tensor, Tensor]: The KL row map ``(N, *S)``;
+        with ``with_lse`` also the student's ``logsumexp_A(s/T)``
+        (differentiable) and the teacher's ``logsumexp_A(t/T)``, which are the
+        dtype's most negative finite value ("log 0") for an empty subset.
     """
     nonempty = None
     if mask is not None:
@@ -342,7 +371,7 @@ def subset_kl(preds_S: Tensor,
     elif drop is not None and preds_S.shape[1] < 2:
         nonempty = preds_S.new_zeros(row_shape(preds_S), dtype=torch.bool)
     return _SubsetKL.apply(preds_S, preds_T.detach(), float(temperature), mask, complement,
-                           drop, nonempty)
+                           drop, nonempty, with_lse)
 
 
 class _SubsetLogSumExp(torch.autograd.Function):
