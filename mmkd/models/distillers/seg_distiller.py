@@ -1,0 +1,155 @@
+"""Semantic segmentation distillation for mmseg ``EncoderDecoder`` models."""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmkd.registry import MODELS
+
+from .base import BaseDistiller, ModelCfg
+
+#: Losses without a per-pixel form (they need image features and classifiers).
+_NOT_PER_PIXEL = ('SDDLoss', )
+
+
+def _aux_heads(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """``(loss prefix, head)`` of each auxiliary head, as mmseg names their losses."""
+    heads = getattr(model, 'auxiliary_head', None)
+    if heads is None:
+        return []
+    if isinstance(heads, nn.ModuleList):
+        return [(f'aux_{i}', h) for i, h in enumerate(heads)]
+    return [('aux', heads)]
+
+
+def seg_labels(data_samples: Sequence, size: Tuple[int, int]) -> Tensor:
+    """The batch's ``gt_sem_seg`` labels ``(N, h, w)`` resized (nearest) to ``size``."""
+    labels = torch.stack([ds.gt_sem_seg.data for ds in data_samples])  # (N, 1, H, W)
+    if tuple(labels.shape[-2:]) != tuple(size):
+        labels = F.interpolate(labels.float(), size=size, mode='nearest').to(labels.dtype)
+    return labels[:, 0].long()
+
+
+@MODELS.register_module()
+class SegDistiller(BaseDistiller):
+    """Distils an mmseg ``EncoderDecoder`` from another one through its logits.
+
+    The student computes its own decode-head (and auxiliary-head) losses, with
+    mmseg's keys and values (``decode.loss_ce``, ``aux.loss_ce``, ...). The
+    teacher runs ``extract_feat`` and its decode head's forward (its
+    auxiliary heads' only when ``aux_distill_weight > 0``) under
+    ``torch.no_grad()``, never its losses. Every distillation loss compares the
+    two ``(N, C, h, w)`` logit maps at the student's decoder resolution: the
+    teacher's are resized bilinearly if their resolution differs, and the
+    labels are resized with nearest interpolation and passed as ``target``, so
+    ``ignore_index`` pixels are excluded from every loss.
+
+    Args:
+        student (dict): The student ``EncoderDecoder`` config.
+        teacher (dict | str): The teacher model config or config file
+            (``'mmseg::pspnet/pspnet_r101-d8_4xb2-80k_cityscapes-512x1024.py'``).
+        teacher_ckpt (str, optional): Teacher checkpoint path or URL.
+            Defaults to None.
+        distill_losses (dict): ``name -> loss config`` of per-pixel
+            teacher-student losses (``KDLoss``, ``DISTLoss``, ``DKDLoss``,
+            ``ReKDLoss``, ``RLDLoss``, ``ChannelWiseDivergence``...); each adds
+            ``loss_<name>``. Defaults to None.
+        aux_distill_weight (float): When positive, every distillation loss is
+            also applied to the auxiliary heads' logits (student head ``i``
+            against teacher head ``i``), multiplied by this weight, as
+            ``loss_<name>_aux`` (``loss_<name>_aux_<i>`` for several heads).
+            The official DIST segmentation recipe uses 0.4 (the weight of the
+            auxiliary cross-entropy). Defaults to 0.0 (off).
+        data_preprocessor (dict, optional): The config's top-level data
+            preprocessor, used by a student dict without one. Defaults to None.
+        init_cfg (dict, optional): Initialisation config. Defaults to None.
+    """
+
+    def __init__(self,
+                 student: ModelCfg,
+                 teacher: ModelCfg,
+                 teacher_ckpt: Optional[str] = None,
+                 distill_losses: Optional[Dict[str, dict]] = None,
+                 aux_distill_weight: float = 0.0,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        if aux_distill_weight < 0:
+            raise ValueError(f'aux_distill_weight must be >= 0, got {aux_distill_weight}')
+        self.aux_distill_weight = float(aux_distill_weight)
+        super().__init__(student, teacher, teacher_ckpt, distill_losses,
+                         data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+
+    def check_compatibility(self) -> None:
+        try:
+            from mmseg.models.segmentors import CascadeEncoderDecoder, EncoderDecoder
+        except ImportError as e:
+            raise ImportError('SegDistiller needs mmsegmentation (pip install '
+                              '"mmsegmentation==1.2.2")') from e
+        for role, model in (('student', self.student), ('teacher', self.teacher)):
+            if not isinstance(model, EncoderDecoder) or isinstance(model, CascadeEncoderDecoder):
+                raise TypeError(f'SegDistiller: the {role} must be an mmseg EncoderDecoder '
+                                f'(cascades are not supported), got {type(model).__name__}.')
+        pairs = [('decode_head', self.student.decode_head, self.teacher.decode_head)]
+        if self.aux_distill_weight > 0:
+            aux_s, aux_t = _aux_heads(self.student), _aux_heads(self.teacher)
+            if not aux_s or len(aux_s) != len(aux_t):
+                raise ValueError(
+                    f'SegDistiller: aux_distill_weight={self.aux_distill_weight} needs the same '
+                    f'number of auxiliary heads in student and teacher, got {len(aux_s)} and '
+                    f'{len(aux_t)}.')
+            pairs += [(f'auxiliary head {p}', hs, ht) for (p, hs), (_, ht) in zip(aux_s, aux_t)]
+        for where, head_s, head_t in pairs:
+            if head_s.out_channels != head_t.out_channels:
+                raise ValueError(
+                    f'SegDistiller: the student predicts {head_s.out_channels} classes but the '
+                    f'teacher {head_t.out_channels} ({where} num_classes): distillation needs '
+                    'the same classes in both models.')
+        ignore = self.student.decode_head.ignore_index
+        for name, loss in self.distill_losses.items():
+            if type(loss).__name__ in _NOT_PER_PIXEL:
+                raise ValueError(
+                    f'SegDistiller: distill_losses.{name} is {type(loss).__name__}, which needs '
+                    'image features and linear classifiers and has no per-pixel form; use it '
+                    'with a classification distiller. Per-pixel losses: KDLoss, DISTLoss, '
+                    'DKDLoss, ReKDLoss, RLDLoss, ChannelWiseDivergence.')
+            if getattr(loss, 'ignore_index', ignore) != ignore:
+                raise ValueError(
+                    f'SegDistiller: distill_losses.{name} has ignore_index={loss.ignore_index} '
+                    f'but the student decode head ignores {ignore}; set them equal.')
+
+    def loss(self, inputs: Tensor, data_samples: list) -> Dict[str, Tensor]:
+        student, teacher = self.student, self.teacher
+        feats = student.extract_feat(inputs)
+        logits_s = [student.decode_head(feats)]
+        losses = self._head_losses('decode', student.decode_head, logits_s[0], data_samples)
+        for prefix, head in _aux_heads(student):
+            out = head(feats)
+            losses.update(self._head_losses(prefix, head, out, data_samples))
+            logits_s.append(out)
+
+        with torch.no_grad():
+            feats_t = teacher.extract_feat(self.teacher_inputs(inputs))
+            heads_t = [teacher.decode_head]
+            if self.aux_distill_weight > 0:
+                heads_t += [head for _, head in _aux_heads(teacher)]
+            logits_t = [head(feats_t) for head in heads_t]
+
+        suffixes = [''] + [f'_{p}' for p, _ in _aux_heads(student)]
+        weights = [1.0] + [self.aux_distill_weight] * (len(logits_t) - 1)
+        for out_s, out_t, suffix, weight in zip(logits_s, logits_t, suffixes, weights):
+            size = tuple(out_s.shape[-2:])
+            if tuple(out_t.shape[-2:]) != size:
+                out_t = F.interpolate(out_t, size=size, mode='bilinear',
+                                      align_corners=student.align_corners)
+            target = seg_labels(data_samples, size)
+            for name in self.distill_losses:
+                value = self.distill_loss(name, out_s, out_t, target)
+                losses[f'loss_{name}{suffix}'] = value * weight if weight != 1.0 else value
+        return losses
+
+    @staticmethod
+    def _head_losses(prefix: str, head: nn.Module, logits: Tensor,
+                     data_samples: list) -> Dict[str, Tensor]:
+        """The head's own ``loss_by_feat``, keys prefixed as mmseg does."""
+        return {f'{prefix}.{k}': v for k, v in head.loss_by_feat(logits, data_samples).items()}
