@@ -17,7 +17,7 @@ from mmengine.runner import Runner
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import mmkd  # noqa: E402,F401  (creates the mmkd registries)
-from mmkd.utils import register_checkpoint_loader  # noqa: E402
+from mmkd.utils import register_checkpoint_loader, setup_cpu_distributed  # noqa: E402
 
 
 def parse_args():
@@ -70,6 +70,7 @@ def main():
     if args.show_dir:
         enable_visualization(cfg, args.show_dir)
 
+    setup_cpu_distributed(cfg, args.launcher)  # torchrun without GPUs: gloo, CPU DDP
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):

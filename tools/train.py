@@ -17,7 +17,7 @@ from mmengine.runner import Runner
 # Run from a checkout without installing: the repo root before site-packages.
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import mmkd  # noqa: E402,F401  (creates the mmkd registries)
-from mmkd.utils import register_checkpoint_loader  # noqa: E402
+from mmkd.utils import register_checkpoint_loader, setup_cpu_distributed  # noqa: E402
 
 
 def parse_args():
@@ -79,6 +79,7 @@ def main():
         cfg.resume = True
         cfg.load_from = args.resume
 
+    setup_cpu_distributed(cfg, args.launcher)  # torchrun without GPUs: gloo, CPU DDP
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 

@@ -1,3 +1,4 @@
 from .checkpoint import load_from_local_file, register_checkpoint_loader
+from .dist import setup_cpu_distributed
 
-__all__ = ['load_from_local_file', 'register_checkpoint_loader']
+__all__ = ['load_from_local_file', 'register_checkpoint_loader', 'setup_cpu_distributed']
