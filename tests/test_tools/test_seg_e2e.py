@@ -55,7 +55,8 @@ def data_options(info: dict) -> dict:
 def test_dist_pspnet_train_test_extract(seg_data, tmp_path):
     n = len(seg_data['classes'])
     teacher = write_config(
-        str(tmp_path / 'teacher.py'), 'mmseg::pspnet/pspnet_r101-d8_4xb2-80k_cityscapes-512x1024.py',
+        str(tmp_path / 'teacher.py'),
+        'mmseg::pspnet/pspnet_r101-d8_4xb2-80k_cityscapes-512x1024.py',
         dict(model=dict(pretrained=None, decode_head=dict(num_classes=n),
                         auxiliary_head=dict(num_classes=n))))
     options = dict(data_options(seg_data), **{

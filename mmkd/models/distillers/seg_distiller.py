@@ -137,12 +137,15 @@ class SegDistiller(BaseDistiller):
 
         suffixes = [''] + [f'_{p}' for p, _ in _aux_heads(student)]
         weights = [1.0] + [self.aux_distill_weight] * (len(logits_t) - 1)
+        targets: Dict[Tuple[int, int], Tensor] = {}  # labels per decoder resolution
         for out_s, out_t, suffix, weight in zip(logits_s, logits_t, suffixes, weights):
             size = tuple(out_s.shape[-2:])
             if tuple(out_t.shape[-2:]) != size:
                 out_t = F.interpolate(out_t, size=size, mode='bilinear',
                                       align_corners=student.align_corners)
-            target = seg_labels(data_samples, size)
+            if size not in targets:
+                targets[size] = seg_labels(data_samples, size)
+            target = targets[size]
             for name in self.distill_losses:
                 value = self.distill_loss(name, out_s, out_t, target)
                 losses[f'loss_{name}{suffix}'] = value * weight if weight != 1.0 else value
