@@ -1,6 +1,7 @@
 """LightSKD: DRG auxiliary head, DSR memory, gradient paths, predict and export."""
 import importlib.util
 import os.path as osp
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch.nn.functional as F
 from mmengine.registry import init_default_scope
 from mmpretrain.structures import DataSample
 
+from mmkd.engine import DistillLossScheduleHook
 from mmkd.models.distillers import LightSKD
 from mmkd.models.losses import dsr_loss, kd_loss
 from mmkd.registry import MODELS
@@ -116,11 +118,17 @@ def test_scale_from_the_schedule_hook():
     model = lightskd().eval()
     data = batch(model, 3)
     full = model(**data, mode='loss')
-    model.distill_loss_scale = 0.0
+    model.distill_losses['dsr'].reset()
+    hook = DistillLossScheduleHook(warmup=4, stop=3, by_epoch=False)
+    hook.before_train_iter(SimpleNamespace(model=model, epoch=0, iter=1), 0)  # 2nd iteration
+    half = model(**data, mode='loss')
+    torch.testing.assert_close(half['loss_drg'], 0.5 * full['loss_drg'])
+    hook.before_train_iter(SimpleNamespace(model=model, epoch=0, iter=2), 0)  # stopped
     off = model(**data, mode='loss')
-    assert off['loss_drg'] == 0 and off['loss_dsr'] == 0
-    torch.testing.assert_close(off['loss_aux'], full['loss_aux'])
-    torch.testing.assert_close(off['loss'], full['loss'])
+    assert off['loss_drg'] == 0 and off['loss_dsr'] == 0 and half['loss_dsr'] == 0
+    for key in ('loss', 'loss_aux'):  # not distillation losses: never scaled
+        torch.testing.assert_close(off[key], full[key])
+        torch.testing.assert_close(half[key], full[key])
 
 
 def _extract_student():
