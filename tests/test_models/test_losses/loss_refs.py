@@ -21,7 +21,8 @@ ALL_LOSSES = TS_LOSSES + ['SDDLoss', 'DSRLoss']
 
 
 def build(name: str, **kwargs):
-    return MODELS.build(dict(type=name, **kwargs))
+    # ``_scope_`` keeps the lookup in mmkd even if another test left a default scope set
+    return MODELS.build(dict(type=name, _scope_='mmkd', **kwargs))
 
 
 def rows(x: torch.Tensor) -> torch.Tensor:
