@@ -67,6 +67,10 @@ def main():
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
+    if isinstance(cfg.get('model'), dict) and cfg.model.get('teacher_ckpt'):
+        # Testing runs the student alone and CHECKPOINT holds the teacher's
+        # weights anyway: do not read (or download) the teacher checkpoint.
+        cfg.model.teacher_ckpt = None
     if args.show_dir:
         enable_visualization(cfg, args.show_dir)
 

@@ -142,7 +142,9 @@ class BaseDistiller(BaseModel):
         if teacher_ckpt is not None:
             load_teacher_checkpoint(self.teacher, teacher_ckpt)
         else:
-            print_log('mmkd: teacher_ckpt is None, the teacher is randomly initialised',
+            print_log('mmkd: teacher_ckpt is None, the teacher keeps its initial weights '
+                      '(right for tools/test.py and for loading a distiller checkpoint, which '
+                      'holds the teacher; wrong for training from scratch)',
                       logger='current', level=30)
         self.teacher.requires_grad_(False)
         self.teacher.eval()
