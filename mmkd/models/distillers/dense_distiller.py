@@ -1,0 +1,120 @@
+"""Logit distillation for single-stage detectors with sigmoid heads (mmdet 3.x)."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+from torch import Tensor
+
+from mmkd.registry import MODELS
+
+from .base import BaseDistiller, ModelCfg
+
+#: Losses defined for independent (sigmoid) class probabilities.
+SIGMOID_LOSSES = ('KDLoss', 'DISTLoss')
+
+
+@MODELS.register_module()
+class DenseHeadDistiller(BaseDistiller):
+    """Distils the class scores of a dense (single-stage) detection head.
+
+    The student runs what mmdet's ``SingleStageDetector.loss`` runs
+    (``extract_feat``, ``bbox_head(x)``, ``bbox_head.loss_by_feat``), so its
+    own losses are unchanged; the teacher runs ``extract_feat`` and its
+    ``bbox_head`` under ``torch.no_grad()`` and only its class scores are used.
+    On every FPN level the ``(B, A*C, H, W)`` scores are viewed, without a
+    copy, as ``(B*A, C, H, W)``: one row of ``C`` sigmoid logits per anchor
+    (or point) and location. Each loss is computed per level and the levels
+    are averaged (every level weighs the same).
+
+    Heads with sigmoid classification (``use_sigmoid_cls``) and mmdet's
+    ``BaseDenseHead.loss`` are accepted: RetinaNet, FCOS, ATSS, GFL... Only
+    losses defined for independent Bernoulli classes are: ``KDLoss`` and
+    ``DISTLoss`` with ``use_sigmoid=True``. Student and teacher must have the
+    same classes, anchors per location (and base anchors) and strides.
+
+    Args:
+        student (dict): A ``SingleStageDetector`` config.
+        teacher (dict | str): The same, or a config path / ``'mmdet::...'``.
+        teacher_ckpt (str, optional): Teacher checkpoint. Defaults to None.
+        distill_losses (dict): ``name -> loss config``. Defaults to None.
+        data_preprocessor (dict, optional): See :class:`BaseDistiller`.
+        init_cfg (dict, optional): Initialisation config. Defaults to None.
+    """
+
+    def __init__(self,
+                 student: ModelCfg,
+                 teacher: ModelCfg,
+                 teacher_ckpt: Optional[str] = None,
+                 distill_losses: Optional[Dict[str, dict]] = None,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(student, teacher, teacher_ckpt, distill_losses, data_preprocessor,
+                         init_cfg)
+
+    def check_compatibility(self) -> None:
+        from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
+        from mmdet.models.detectors import SingleStageDetector
+        for role, model in (('student', self.student), ('teacher', self.teacher)):
+            head = getattr(model, 'bbox_head', None)
+            if not isinstance(model, SingleStageDetector) or \
+                    type(model).loss is not SingleStageDetector.loss:
+                raise TypeError(f'DenseHeadDistiller: the {role} must be an mmdet '
+                                f'SingleStageDetector, got {type(model).__name__}')
+            if not isinstance(head, BaseDenseHead) or type(head).loss is not BaseDenseHead.loss \
+                    or not getattr(head, 'use_sigmoid_cls', False) or \
+                    not hasattr(head, 'prior_generator'):
+                raise TypeError(f'DenseHeadDistiller: the {role} head {type(head).__name__} is '
+                                'not supported: it needs sigmoid classification '
+                                '(use_sigmoid_cls), a prior generator and mmdet\'s '
+                                'BaseDenseHead.loss (RetinaNet, FCOS, ATSS, GFL)')
+        s, t = self.student.bbox_head, self.teacher.bbox_head
+        for what, a, b in (
+            ('classes', s.cls_out_channels, t.cls_out_channels),
+            ('anchors per location (num_base_priors)', s.num_base_priors, t.num_base_priors),
+            ('strides', s.prior_generator.strides, t.prior_generator.strides),
+            ('base anchors', _base_anchors(s), _base_anchors(t)),
+        ):
+            if a != b:
+                raise ValueError(f'DenseHeadDistiller: student and teacher differ in {what}: '
+                                 f'{a} (student {type(s).__name__}) vs {b} (teacher '
+                                 f'{type(t).__name__})')
+        for name, loss in self.distill_losses.items():
+            kind = type(loss).__name__
+            if kind not in SIGMOID_LOSSES or not getattr(loss, 'use_sigmoid', False):
+                fix = 'set use_sigmoid=True' if kind in SIGMOID_LOSSES else \
+                    f'{kind} is defined only for a softmax over mutually exclusive classes'
+                raise ValueError(f'DenseHeadDistiller: loss {name!r} ({kind}) cannot distil the '
+                                 f'sigmoid head {type(s).__name__}: {fix}; use '
+                                 f'{" or ".join(SIGMOID_LOSSES)} with use_sigmoid=True')
+
+    def loss(self, inputs: Tensor, data_samples: list) -> Dict[str, Tensor]:
+        """Student losses (as ``student.loss``) plus ``loss_<name>`` terms."""
+        from mmdet.models.utils import unpack_gt_instances
+        head = self.student.bbox_head
+        outs = head(self.student.extract_feat(inputs))
+        gt_instances, gt_instances_ignore, img_metas = unpack_gt_instances(data_samples)
+        losses = head.loss_by_feat(*outs, gt_instances, img_metas, gt_instances_ignore)
+        with torch.no_grad():
+            cls_t = self.teacher.bbox_head(self.teacher.extract_feat(
+                self.teacher_inputs(inputs)))[0]
+        rows_s = [self.rows(c) for c in outs[0]]
+        rows_t = [self.rows(c) for c in cls_t]
+        for name in self.distill_losses:
+            per_level = [self.distill_loss(name, s, t) for s, t in zip(rows_s, rows_t)]
+            losses[f'loss_{name}'] = sum(per_level) / len(per_level)
+        return losses
+
+    def rows(self, cls_score: Tensor) -> Tensor:
+        """``(B, A*C, H, W)`` -> ``(B*A, C, H, W)``, a view (mmdet's channel order a*C + c)."""
+        B, _, H, W = cls_score.shape
+        return cls_score.view(B * self.student.bbox_head.num_base_priors,
+                              self.student.bbox_head.cls_out_channels, H, W)
+
+
+def _base_anchors(head) -> List[List[float]]:
+    """The head's base anchors per level (points: empty)."""
+    return [a.tolist() for a in getattr(head.prior_generator, 'base_anchors', [])]
+
+
+__all__: List[str] = ['DenseHeadDistiller']
