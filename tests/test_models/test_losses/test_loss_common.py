@@ -340,3 +340,24 @@ def test_bad_arguments_are_refused():
         build('KDLoss')(torch.randn(2, 3), torch.randn(2, 3), torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match='weight'):
         build('KDLoss')(torch.randn(2, 3), torch.randn(2, 3), weight=torch.ones(2, 3))
+
+
+@pytest.mark.parametrize('name', TS_LOSSES)
+@pytest.mark.parametrize('dense', [False, True])
+def test_gradient_matches_finite_differences(name, dense):
+    shape = (2, 6, 2, 2) if dense else (5, 6)
+    s, t, y = make(shape, seed=8)
+    y.view(-1)[1] = 255
+    w = torch.rand(y.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(9)) + 0.5
+    kwargs = dict(k=3, gamma=0.7) if name == 'ReKDLoss' else {}
+    if name == 'KDLoss':
+        kwargs = dict(logit_stand=True)
+    loss = build(name, **kwargs)
+    assert torch.autograd.gradcheck(lambda x: loss(x, t, y, weight=w), (s, ))
+
+
+def test_sigmoid_gradients_match_finite_differences():
+    s, t, y = make(seed=10)
+    for name in ('KDLoss', 'DISTLoss'):
+        loss = build(name, use_sigmoid=True)
+        assert torch.autograd.gradcheck(lambda x: loss(x, t, y), (s, ))  # noqa: B023

@@ -137,3 +137,9 @@ def test_clear_errors():
         build('SDDLoss', base='dist')
     with pytest.raises(ValueError, match='shape'):
         build('SDDLoss')(feat_s, feat_t, y, cls_s, nn.Linear(8, C + 1).double())
+
+
+def test_gradient_matches_finite_differences():
+    feat_s, feat_t, cls_s, cls_t, y = models(seed=7, hw_s=4)
+    loss = build('SDDLoss')
+    assert torch.autograd.gradcheck(lambda f: loss(f, feat_t, y, cls_s, cls_t), (feat_s, ))
