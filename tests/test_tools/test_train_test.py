@@ -102,3 +102,25 @@ def test_mmpretrain_resnet_train_test(cls_data, tmp_path):
     log = run_tool(['tools/test.py', cfg, ckpts[0], '--work-dir', work])
     acc = _metric(log, 'accuracy/top1')
     assert 0.0 <= acc <= 100.0
+
+
+@pytest.mark.slow
+def test_test_tool_skips_the_teacher_checkpoint(cls_data, tmp_path):
+    """Evaluating a distiller checkpoint never reads (or downloads) teacher_ckpt."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from mmkd.registry import MODELS
+    from mmkd.testing import no_pretrained
+    overrides = cls_overrides(cls_data, size=32, batch_size=4)
+    overrides['model'] = dict(teacher_ckpt='/nonexistent/teacher.pth')
+    cfg_path = write_config(str(tmp_path / 'kd.py'), 'configs/kd/resnet_r34_r18_in1k.py',
+                            overrides)
+    cfg = Config.fromfile(cfg_path)
+    cfg.model.teacher_ckpt = None
+    init_default_scope(cfg.default_scope)
+    model = MODELS.build(no_pretrained(cfg.model))
+    torch.save(dict(state_dict=model.state_dict()), str(tmp_path / 'distiller.pth'))
+    log = run_tool(['tools/test.py', cfg_path, str(tmp_path / 'distiller.pth'), '--work-dir',
+                    str(tmp_path / 'work')])
+    assert 0.0 <= _metric(log, 'accuracy/top1') <= 100.0
