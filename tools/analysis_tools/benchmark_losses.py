@@ -31,8 +31,10 @@ How it measures (CPU):
   falls back to ``getrusage`` (high-water mark since process start, which can
   only overestimate the baseline). With ``--device cuda`` it uses
   ``torch.cuda.max_memory_allocated`` instead.
-* Time: the median wall-clock time of ``--repeat`` forward + backward passes
-  after the memory pass (which doubles as warm-up), with the default number of
+* Time: in one more fresh process per (loss, case), the two implementations
+  run alternately (one warm-up round, then ``--repeat`` timed rounds), so that
+  both see the same machine load; the median (and the minimum) wall-clock
+  time of a forward + backward pass is reported, with the default number of
   torch threads.
 
 Usage::
@@ -256,61 +258,70 @@ def _reset_peak() -> bool:
         return False
 
 
-def measure(loss: str, case: str, impl: str, repeat: int, device: str) -> dict:
+def _sync(device: str) -> None:
+    if device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def measure_memory(loss: str, case: str, impl: str, device: str) -> dict:
+    """Peak extra memory of one forward + backward (run in a fresh process)."""
     # warm-up on a tiny input: loads kernels, thread pools, autograd engine
-    small = 'cls'
-    s, t, target = _make_inputs(loss, small, device, seed=1)
+    s, t, target = _make_inputs(loss, 'cls', device, seed=1)
     s, t = s[:4].detach().requires_grad_(), t[:4]
-    step = _make_step(loss, impl, t, target[:4])
-    step(s).backward()
-    del s, t, target, step
+    _make_step(loss, impl, t, target[:4])(s).backward()
+    del s, t, target
 
     s, t, target = _make_inputs(loss, case, device)
     step = _make_step(loss, impl, t, target)
     if device == 'cuda':
-        torch.cuda.synchronize()
+        _sync(device)
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         step(s).backward()
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
-        method = 'torch.cuda.max_memory_allocated'
-    else:
-        if _reset_peak():
-            base = _rss_kib('VmRSS')
-            step(s).backward()
-            peak = (_rss_kib('VmHWM') - base) * 1024
-            method = 'VmHWM after clear_refs, minus VmRSS'
-        else:
-            base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            step(s).backward()
-            peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
-            method = 'getrusage ru_maxrss'
-    times = []
-    for _ in range(repeat):
-        s.grad = None
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+        _sync(device)
+        return dict(peak_mib=(torch.cuda.max_memory_allocated() - base) / 2**20,
+                    method='torch.cuda.max_memory_allocated')
+    if _reset_peak():
+        base = _rss_kib('VmRSS')
         step(s).backward()
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return dict(
-        time_ms=round(statistics.median(times) * 1e3, 2),
-        peak_mib=round(peak / 2**20, 2),
-        memory_method=method)
+        return dict(peak_mib=(_rss_kib('VmHWM') - base) / 1024,
+                    method='VmHWM after clear_refs, minus VmRSS')
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step(s).backward()
+    return dict(peak_mib=(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024,
+                method='getrusage ru_maxrss')
+
+
+def measure_time(loss: str, case: str, repeat: int, device: str) -> dict:
+    """Forward + backward times of both implementations, interleaved.
+
+    Alternating the two in one process exposes them to the same machine load.
+    """
+    s, t, target = _make_inputs(loss, case, device)
+    steps = {impl: _make_step(loss, impl, t, target) for impl in ('mmkd', 'textbook')}
+    times = {impl: [] for impl in steps}
+    for i in range(repeat + 1):
+        for impl, step in steps.items():
+            s.grad = None
+            _sync(device)
+            start = time.perf_counter()
+            step(s).backward()
+            _sync(device)
+            if i:  # the first round is a warm-up
+                times[impl].append(time.perf_counter() - start)
+    return {
+        impl: dict(time_ms=statistics.median(ts) * 1e3, min_time_ms=min(ts) * 1e3)
+        for impl, ts in times.items()
+    }
 
 
 # ---------------------------------------------------------------------------
 # driver
 # ---------------------------------------------------------------------------
-def run_isolated(loss: str, case: str, impl: str, repeat: int, device: str) -> dict:
+def run_isolated(*worker_args: str, repeat: int, device: str) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
-    cmd = [
-        sys.executable, os.path.abspath(__file__), '--worker', loss, case, impl, '--repeat',
-        str(repeat), '--device', device
-    ]
+    cmd = [sys.executable, os.path.abspath(__file__), '--worker', *worker_args,
+           '--repeat', str(repeat), '--device', device]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -319,16 +330,18 @@ def main(argv: List[str] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--losses', nargs='+', default=LOSSES, choices=LOSSES)
     parser.add_argument('--cases', nargs='+', default=list(CASES), choices=list(CASES))
-    parser.add_argument('--repeat', type=int, default=5, help='timed runs (median reported)')
+    parser.add_argument('--repeat', type=int, default=7, help='timed runs (median reported)')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--out', help='also write the JSON to this file')
-    parser.add_argument(
-        '--worker', nargs=3, metavar=('LOSS', 'CASE', 'IMPL'), help=argparse.SUPPRESS)
+    parser.add_argument('--worker', nargs='+', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker:
-        loss, case, impl = args.worker
-        print(json.dumps(measure(loss, case, impl, args.repeat, args.device)))
+        kind, loss, case, *impl = args.worker
+        if kind == 'memory':
+            print(json.dumps(measure_memory(loss, case, impl[0], args.device)))
+        else:
+            print(json.dumps(measure_time(loss, case, args.repeat, args.device)))
         return
 
     results = []
@@ -340,11 +353,18 @@ def main(argv: List[str] = None) -> None:
                 row['note'] = 'sdd_loss on precomputed (B, C, N) local logits'
             else:
                 row['shape'] = list(CASES[case])
+            times = run_isolated('time', loss, case, repeat=args.repeat, device=args.device)
             for impl in ('mmkd', 'textbook'):
-                row[impl] = run_isolated(loss, case, impl, args.repeat, args.device)
+                memory = run_isolated('memory', loss, case, impl, repeat=1, device=args.device)
+                row[impl] = dict(
+                    time_ms=round(times[impl]['time_ms'], 2),
+                    min_time_ms=round(times[impl]['min_time_ms'], 2),
+                    peak_mib=round(memory['peak_mib'], 2))
+                method = memory['method']
             row['time_ratio'] = round(row['mmkd']['time_ms'] / row['textbook']['time_ms'], 3)
             row['memory_ratio'] = round(
                 row['mmkd']['peak_mib'] / max(row['textbook']['peak_mib'], 1e-9), 3)
+            row['memory_method'] = method
             results.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     report = dict(

@@ -8,25 +8,26 @@ from .cwd_loss import ChannelWiseDivergence, cwd_channels
 from .dist_loss import DISTLoss, dist_correlations, dist_loss
 from .dkd_loss import DKDLoss, dkd_loss
 from .drg_loss import DRGLoss
-from .dsr_loss import DSRLoss, dsr_loss
+from .dsr_loss import DSRLoss, dsr_loss, sort_classes
 from .kd_loss import KDLoss, kd_loss
 from .rekd_loss import ReKDLoss, rekd_loss, topk_mask
 from .rld_loss import RLDLoss, rld_loss
 from .sdd_loss import SDDLoss, sdd_local_logits, sdd_loss, sdd_region_weights
 from .utils import (
-                    binary_kl,
-                    log_binary,
-                    reduce_rows,
-                    standardize_logits,
-                    subset_kl,
-                    subset_logsumexp,
-                    valid_rows,
+    binary_kl,
+    log_binary,
+    reduce_rows,
+    standardize_logits,
+    subset_kl,
+    subset_logsumexp,
+    valid_rows,
 )
 
 __all__ = [
     'BaseDistillLoss', 'KDLoss', 'DISTLoss', 'DKDLoss', 'ReKDLoss', 'RLDLoss', 'SDDLoss',
-    'DRGLoss', 'DSRLoss', 'kd_loss', 'dist_loss', 'dist_correlations', 'dkd_loss', 'rekd_loss',
-    'topk_mask', 'rld_loss', 'sdd_local_logits', 'sdd_loss', 'sdd_region_weights', 'dsr_loss',
-    'subset_kl', 'subset_logsumexp', 'log_binary', 'binary_kl', 'standardize_logits',
-    'valid_rows', 'reduce_rows', 'ChannelWiseDivergence', 'cwd_channels'
+    'DRGLoss', 'DSRLoss', 'ChannelWiseDivergence', 'kd_loss', 'dist_loss', 'dist_correlations',
+    'dkd_loss', 'rekd_loss', 'topk_mask', 'rld_loss', 'sdd_local_logits', 'sdd_loss',
+    'sdd_region_weights', 'dsr_loss', 'sort_classes', 'cwd_channels', 'subset_kl',
+    'subset_logsumexp', 'log_binary', 'binary_kl', 'standardize_logits', 'valid_rows',
+    'reduce_rows'
 ]

@@ -4,6 +4,7 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from mmkd.registry import MODELS
 
@@ -17,6 +18,39 @@ from .utils import (
     upcast,
     valid_rows,
 )
+
+
+def _index_dtype(num_classes: int) -> torch.dtype:
+    if num_classes <= 256:
+        return torch.uint8
+    return torch.int16 if num_classes <= 2**15 else torch.int32
+
+
+class _SortClasses(torch.autograd.Function):
+    """Ascending sort along the class axis (dim 1).
+
+    Sorts in the class-last layout (faster for dense logits) and keeps the
+    permutation for backward in the smallest integer type that holds ``C``
+    (uint8 up to 256 classes) instead of int64.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        values, index = x.movedim(1, -1).sort(dim=-1)
+        ctx.save_for_backward(index.to(_index_dtype(x.shape[1])))
+        return values.movedim(-1, 1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> Tensor:
+        index, = ctx.saved_tensors
+        g = grad.movedim(1, -1)
+        return torch.empty_like(g).scatter_(-1, index.long(), g).movedim(-1, 1)
+
+
+def sort_classes(logits: Tensor) -> Tensor:
+    """Logits sorted ascending along dim 1, differentiable (see DSR)."""
+    return _SortClasses.apply(logits)
 
 
 def dsr_loss(preds: Tensor, prev_sorted: Tensor, temperature: float = 4.0) -> Tensor:
@@ -35,7 +69,7 @@ def dsr_loss(preds: Tensor, prev_sorted: Tensor, temperature: float = 4.0) -> Te
     Returns:
         Tensor: Row map ``(B, *S)``.
     """
-    return kd_loss(preds.sort(dim=1).values, prev_sorted, temperature)
+    return kd_loss(sort_classes(preds), prev_sorted, temperature)
 
 
 @MODELS.register_module()
@@ -112,9 +146,8 @@ class DSRLoss(nn.Module):
             raise ValueError(f'DSRLoss: logits must be (B, C) or (B, C, *S), got shape '
                              f'{tuple(preds.shape)}.')
         with fp32_compute(preds):
-            sorted_s = upcast(preds).sort(dim=1).values
-            prev, self.prev_sorted = self.prev_sorted, sorted_s.detach()
-            s = sorted_s
+            s = sort_classes(upcast(preds))
+            prev, self.prev_sorted = self.prev_sorted, s.detach()
             valid, _ = valid_rows(target, weight, self.ignore_index, row_shape(s))
             if prev is not None and prev.shape[1:] != s.shape[1:]:
                 raise ValueError(f'DSRLoss: the previous batch has shape {tuple(prev.shape)}, '

@@ -10,8 +10,14 @@ from .base import BaseDistillLoss
 from .utils import Scalar, as_row_param, binary_kl, check_positive, log_binary, subset_kl
 
 
-def topk_mask(logits: Tensor, k: int) -> Tensor:
-    """Boolean ``(N, C, *S)`` mask of the ``k`` largest logits of every row.
+def topk_mask(logits: Tensor, k: int, dtype: torch.dtype = torch.bool) -> Tensor:
+    """``(N, C, *S)`` mask of the ``k`` largest logits of every row.
+
+    Args:
+        logits (Tensor): ``(N, C, *S)`` logits.
+        k (int): Number of classes kept per row, ``1 <= k <= C``.
+        dtype (torch.dtype): Boolean, or a float dtype for a 0/1 mask.
+            Defaults to ``torch.bool``.
 
     Raises:
         ValueError: If ``k`` is not in ``[1, C]``.
@@ -20,7 +26,7 @@ def topk_mask(logits: Tensor, k: int) -> Tensor:
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_classes:
         raise ValueError(f'k must be an integer with 1 <= k <= C = {num_classes}, got {k!r}.')
     index = logits.detach().topk(k, dim=1, sorted=False).indices
-    return torch.zeros_like(logits, dtype=torch.bool).scatter_(1, index, True)
+    return torch.zeros_like(logits, dtype=dtype).scatter_(1, index, 1)
 
 
 def rekd_loss(preds_S: Tensor,
@@ -58,7 +64,8 @@ def rekd_loss(preds_S: Tensor,
     if topk_source not in ('teacher', 'student'):
         raise ValueError(f"topk_source must be 'teacher' or 'student', got {topk_source!r}.")
     T = float(temperature)
-    head = topk_mask(preds_T if topk_source == 'teacher' else preds_S, k)
+    # one 0/1 float mask serves both subsets, forward and backward
+    head = topk_mask(preds_T if topk_source == 'teacher' else preds_S, k, preds_S.dtype)
     tisd, lse_in_s, lse_in_t = subset_kl(preds_S, preds_T, T, mask=head, with_lse=True)
     ntid, lse_out_s, lse_out_t = subset_kl(
         preds_S, preds_T, T, mask=head, complement=True, with_lse=True)
