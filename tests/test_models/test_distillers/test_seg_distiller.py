@@ -179,6 +179,14 @@ def test_auxiliary_head_distillation_has_its_own_weight():
         torch.testing.assert_close(aux_T, model.teacher.auxiliary_head(feats))
     expected = 0.4 * KDLoss(temperature=2.0)(aux_S, aux_T, target)
     torch.testing.assert_close(losses['loss_kd_aux'], expected)
+    # the schedule's scale applies to both (model in eval: no dropout, same logits)
+    model.eval()
+    full = model.loss(*batch())
+    model.distill_loss_scale = 0.25
+    scaled = model.loss(*batch())
+    for key in ('loss_kd', 'loss_kd_aux'):
+        torch.testing.assert_close(scaled[key], 0.25 * full[key])
+    torch.testing.assert_close(scaled['decode.loss_ce'], full['decode.loss_ce'])
 
 
 def test_teacher_logits_are_resized_bilinearly():
