@@ -17,7 +17,7 @@ from mmengine.runner import Runner
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import mmkd  # noqa: E402,F401  (creates the mmkd registries)
-from mmkd.utils import register_checkpoint_loader, setup_cpu_distributed  # noqa: E402
+from mmkd.utils import default_work_dir, register_checkpoint_loader, setup_cpu_distributed  # noqa: E402
 
 
 def parse_args():
@@ -65,7 +65,7 @@ def main():
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+        cfg.work_dir = default_work_dir(args.config)
     cfg.load_from = args.checkpoint
     if isinstance(cfg.get('model'), dict) and cfg.model.get('teacher_ckpt'):
         # Testing runs the student alone and CHECKPOINT holds the teacher's

@@ -17,7 +17,7 @@ from mmengine.runner import Runner
 # Run from a checkout without installing: the repo root before site-packages.
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import mmkd  # noqa: E402,F401  (creates the mmkd registries)
-from mmkd.utils import register_checkpoint_loader, setup_cpu_distributed  # noqa: E402
+from mmkd.utils import default_work_dir, register_checkpoint_loader, setup_cpu_distributed  # noqa: E402
 
 
 def parse_args():
@@ -58,7 +58,7 @@ def main():
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+        cfg.work_dir = default_work_dir(args.config)
 
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
