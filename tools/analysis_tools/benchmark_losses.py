@@ -318,10 +318,10 @@ def measure_time(loss: str, case: str, repeat: int, device: str) -> dict:
 # ---------------------------------------------------------------------------
 # driver
 # ---------------------------------------------------------------------------
-def run_isolated(*worker_args: str, repeat: int, device: str) -> dict:
+def run_isolated(*worker_args: str, repeat: int, device: str, threads: int) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
     cmd = [sys.executable, os.path.abspath(__file__), '--worker', *worker_args,
-           '--repeat', str(repeat), '--device', device]
+           '--repeat', str(repeat), '--device', device, '--threads', str(threads)]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -332,10 +332,16 @@ def main(argv: List[str] = None) -> None:
     parser.add_argument('--cases', nargs='+', default=list(CASES), choices=list(CASES))
     parser.add_argument('--repeat', type=int, default=7, help='timed runs (median reported)')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument(
+        '--threads', type=int, default=0,
+        help='torch intra-op threads (default: torch\'s choice); 1 gives stable CPU timings '
+        'on a shared machine, where threads wait for each other at every op')
     parser.add_argument('--out', help='also write the JSON to this file')
     parser.add_argument('--worker', nargs='+', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.worker:
         kind, loss, case, *impl = args.worker
         if kind == 'memory':
@@ -353,9 +359,11 @@ def main(argv: List[str] = None) -> None:
                 row['note'] = 'sdd_loss on precomputed (B, C, N) local logits'
             else:
                 row['shape'] = list(CASES[case])
-            times = run_isolated('time', loss, case, repeat=args.repeat, device=args.device)
+            times = run_isolated('time', loss, case, repeat=args.repeat, device=args.device,
+                                 threads=args.threads)
             for impl in ('mmkd', 'textbook'):
-                memory = run_isolated('memory', loss, case, impl, repeat=1, device=args.device)
+                memory = run_isolated('memory', loss, case, impl, repeat=1, device=args.device,
+                                      threads=args.threads)
                 row[impl] = dict(
                     time_ms=round(times[impl]['time_ms'], 2),
                     min_time_ms=round(times[impl]['min_time_ms'], 2),

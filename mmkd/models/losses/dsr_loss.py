@@ -36,7 +36,7 @@ class _SortClasses(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
-        values, index = x.movedim(1, -1).sort(dim=-1)
+        values, index = x.movedim(1, -1).contiguous().sort(dim=-1)
         ctx.save_for_backward(index.to(_index_dtype(x.shape[1])))
         return values.movedim(-1, 1)
 

@@ -1,5 +1,5 @@
 """Knowledge distillation with refined logits (Sun et al., 2024)."""
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -16,6 +16,23 @@ from .utils import (
     subset_kl,
     subset_logsumexp,
 )
+
+
+def _log_top1_binary(logits: Tensor, temperature: float) -> Tuple[Tensor, Tensor]:
+    """``(log max_c p(c), log (1 - max_c p(c)))`` per row, ``p = softmax(z / T)``.
+
+    With ``e = exp(z / T - max)``, ``max p = 1 / sum(e)`` and ``1 - max p`` is
+    the mass of every class but one top-1 class: the sum of ``e`` below the
+    maximum plus 1 for each further class tied with it (no cancellation, so a
+    confident row keeps an accurate, finite ``log(1 - max p)``).
+    """
+    e = logits / temperature
+    e.sub_(e.amax(dim=1, keepdim=True)).clamp_(min=-80.0).exp_()
+    total = e.sum(dim=1)
+    top = (e == 1).to(e.dtype)
+    rest = e.addcmul_(e, top, value=-1).sum(dim=1).add_(top.sum(dim=1)).sub_(1)
+    log_total = total.log_()
+    return -log_total, rest.log_().sub_(log_total)
 
 
 def rld_loss(preds_S: Tensor,
@@ -58,9 +75,7 @@ def rld_loss(preds_S: Tensor,
     log_p_s, log_q_s = log_binary(
         preds_S.gather(1, y).squeeze(1) / Ta, subset_logsumexp(preds_S, Ta, drop=y))
     with torch.no_grad():
-        t_max, top1 = t.max(dim=1, keepdim=True)
-        log_p_t, log_q_t = log_binary(
-            t_max.squeeze(1) / Ta, subset_logsumexp(t, Ta, drop=top1))
+        log_p_t, log_q_t = _log_top1_binary(t, Ta)
     scd = binary_kl(log_p_t, log_q_t, log_p_s, log_q_s) * (Ta * Ta)
     # MCD: keep only the classes the teacher ranks strictly below the label.
     below_label = t < t.gather(1, y)

@@ -329,15 +329,26 @@ class _SubsetKL(torch.autograd.Function):
     Forward returns per row ``KL(softmax_A(t/T) || softmax_A(s/T))`` and, with
     ``with_lse``, the student's and teacher's ``logsumexp_A(x/T)``. Only the
     inputs (which the caller holds anyway) and row maps are saved: backward
-    recomputes the two restricted softmaxes. With ``q_t`` the teacher's
-    restricted softmax, ``KL = sum_A q_t (t - s) / T - lse_t + lse_s``, which is
-    exactly 0 for identical inputs and needs no ``log_softmax`` tensor.
+    recomputes the two restricted softmaxes. Over all classes (KD) it uses the
+    fused ``log_softmax``/``softmax`` kernels. Over a subset it computes, with
+    ``q_t`` the teacher's restricted softmax,
+    ``KL = sum_A q_t (t - s) / T - lse_t + lse_s`` with exponentials clamped at
+    ``exp(-80)`` and excluded classes zeroed, which keeps every ``exp`` in its
+    fast range; either way identical inputs give exactly 0.
     """
 
     @staticmethod
     def forward(ctx, s: Tensor, t: Tensor, temperature: float, mask: Optional[Tensor],
                 complement: bool, drop: Optional[Tensor], with_lse: bool):
+        ctx.temperature, ctx.complement = temperature, complement
         subset = _Subset(mask, complement, drop)
+        ctx.fused = not subset.restricted and not with_lse
+        if ctx.fused:  # plain KD: the fused (log-)softmax kernels are fastest
+            ctx.save_for_backward(s, t)
+            log_q_s = torch.log_softmax(subset.logits(s, temperature), dim=1)
+            log_q_t = torch.log_softmax(subset.logits(t, temperature), dim=1)
+            diff = torch.sub(log_q_t, log_q_s, out=log_q_s)
+            return diff.mul_(log_q_t.exp_()).sum(dim=1)
         zs = subset.logits(s, temperature)
         _, lse_s = subset.log_mass(zs)
         zt = subset.logits(t, temperature)
@@ -353,7 +364,6 @@ class _SubsetKL(torch.autograd.Function):
         del diff, q_t
         if subset.restricted:  # an empty subset: exactly 0
             kl = torch.where(_is_empty(lse_s), kl.new_zeros(()), kl)
-        ctx.temperature, ctx.complement = temperature, complement
         ctx.save_for_backward(s, t, mask, drop, lse_s, lse_t)
         if not with_lse:
             return kl
@@ -363,6 +373,12 @@ class _SubsetKL(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g_kl: Optional[Tensor], *g_lse: Optional[Tensor]):
+        if ctx.fused:  # d kl / d s = (softmax(s/T) - softmax(t/T)) / T
+            s, t = ctx.saved_tensors
+            T = ctx.temperature
+            grad = torch.softmax(s / T if T != 1 else s, dim=1)
+            grad.sub_(torch.softmax(t / T if T != 1 else t, dim=1))
+            return grad.mul_((g_kl / T).unsqueeze(1)), None, None, None, None, None, None
         s, t, mask, drop, lse_s, lse_t = ctx.saved_tensors
         T, subset = ctx.temperature, _Subset(mask, ctx.complement, drop)
         g_lse = g_lse[0] if g_lse else None
