@@ -13,6 +13,7 @@ from .utils import (
     check_positive,
     check_reduction,
     fp32_compute,
+    graph_zero,
     reduce_rows,
     row_shape,
     upcast,
@@ -146,17 +147,18 @@ class DSRLoss(nn.Module):
             raise ValueError(f'DSRLoss: logits must be (B, C) or (B, C, *S), got shape '
                              f'{tuple(preds.shape)}.')
         with fp32_compute(preds):
-            s = sort_classes(upcast(preds))
-            prev, self.prev_sorted = self.prev_sorted, s.detach()
-            valid, _ = valid_rows(target, weight, self.ignore_index, row_shape(s))
-            if prev is not None and prev.shape[1:] != s.shape[1:]:
+            prev = self.prev_sorted
+            if prev is not None and prev.shape[1:] != preds.shape[1:]:
                 raise ValueError(f'DSRLoss: the previous batch has shape {tuple(prev.shape)}, '
-                                 f'this one {tuple(s.shape)}; only the batch size may differ. '
+                                 f'this one {tuple(preds.shape)}; only the batch size may differ. '
                                  'Call reset() when the class count or resolution changes.')
+            s = sort_classes(upcast(preds))
+            self.prev_sorted = s.detach()
+            valid, _ = valid_rows(target, weight, self.ignore_index, row_shape(s))
             m = 0 if prev is None else min(prev.shape[0], s.shape[0])
             rows = kd_loss(s[:m], prev[:m].to(s.dtype), self.temperature) if m else None
             if m < s.shape[0]:  # rows without a partner contribute an exact 0
-                pad = torch.where(s.new_zeros((), dtype=torch.bool), s[m:, 0], s.new_zeros(()))
+                pad = graph_zero(s) + s.new_zeros(row_shape(s[m:]))
                 rows = pad if rows is None else torch.cat([rows, pad])
                 unpaired = torch.arange(s.shape[0], device=s.device) >= m
                 unpaired = unpaired.view((-1, ) + (1, ) * (s.dim() - 2)).expand(row_shape(s))

@@ -361,3 +361,12 @@ def test_sigmoid_gradients_match_finite_differences():
     for name in ('KDLoss', 'DISTLoss'):
         loss = build(name, use_sigmoid=True)
         assert torch.autograd.gradcheck(lambda x: loss(x, t, y), (s, ))  # noqa: B023
+
+
+@pytest.mark.parametrize('name', TS_LOSSES)
+def test_empty_batch_gives_zero(name):
+    for shape in [(0, C), (2, C, 0, 3)]:
+        s, t, y = make(shape)
+        value = call(build(name), s, t, y)
+        value.backward()
+        assert value.item() == 0.0 and s.grad.shape == s.shape
