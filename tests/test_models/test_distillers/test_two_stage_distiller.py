@@ -18,7 +18,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.optim import OptimWrapper
 from mmengine.registry import init_default_scope
 
-from mmkd.models.distillers.two_stage_distiller import _double_res_extractor
+from mmkd.models.distillers.sdd_roi import double_res_extractor, roi_view_logits
 from mmkd.registry import MODELS
 from mmkd.testing import det_overrides, no_pretrained
 from mmkd.testing.tools import ROOT
@@ -177,7 +177,7 @@ def test_sdd_views(batch):
     rois = torch.tensor([[0, 4., 6., 40., 30.], [1, 10., 10., 60., 62.], [0, 0., 0., 8., 8.]])
     with torch.no_grad():
         x = distiller.student.extract_feat(inputs)
-        views = distiller.roi_views('student', x, rois)
+        views = roi_view_logits(ext, roi_head.bbox_head, x, rois)
         plain = roi_head._bbox_forward(x, rois)['cls_score']
         big = ext(x[:ext.num_inputs], rois)
         sub = roi_head.bbox_head(big[..., 1::2, 0::2])[0]
@@ -236,11 +236,11 @@ def test_build_errors(tmp_path):
     with pytest.raises(TypeError, match='need a mask head'):
         MODELS.build(dict(cfg, mask_distill_losses=dict(m=dict(type='KDLoss', use_sigmoid=True))))
     mask = model_cfg(MASK)
-    with pytest.raises(ValueError, match='must be a sigmoid loss'):
+    with pytest.raises(ValueError, match='must be KDLoss / DISTLoss with use_sigmoid=True'):
         MODELS.build(dict(mask, mask_distill_losses=dict(m=dict(type='KDLoss'))))
 
 
 def test_double_res_extractor_refuses_other_extractors():
     roi_head = mock.Mock(bbox_roi_extractor=torch.nn.Identity(), with_shared_head=False)
     with pytest.raises(TypeError, match='SingleRoIExtractor'):
-        _double_res_extractor(roi_head)
+        double_res_extractor(roi_head)
