@@ -65,12 +65,13 @@ def main():
         cfg.optim_wrapper.loss_scale = 'dynamic'
 
     if args.auto_scale_lr:
-        if 'enable' in cfg.get('auto_scale_lr', {}) and \
-                'base_batch_size' in cfg.auto_scale_lr:
+        # mmdet configs have auto_scale_lr = dict(enable=False, base_batch_size=16),
+        # mmpretrain's dict(base_batch_size=256) (no `enable`), mmseg's none.
+        if 'base_batch_size' in cfg.get('auto_scale_lr', {}):
             cfg.auto_scale_lr.enable = True
         else:
-            raise RuntimeError('--auto-scale-lr needs "auto_scale_lr.enable" and '
-                               '"auto_scale_lr.base_batch_size" in the config')
+            raise RuntimeError('--auto-scale-lr needs "auto_scale_lr.base_batch_size" (the '
+                               'total batch size the learning rate is set for) in the config')
 
     if args.resume == 'auto':
         cfg.resume = True
