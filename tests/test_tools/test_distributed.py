@@ -48,6 +48,8 @@ from mmkd.testing import ROOT, cls_overrides, run_tool, write_config
 
 ATOL = 1e-5
 BATCH = 4  # per process; the single process gets 2 * BATCH
+#: CPU processes also where GPUs exist (gloo; the comparison is between CPU runs)
+CPU = dict(CUDA_VISIBLE_DEVICES='')
 
 
 def free_port() -> str:
@@ -58,7 +60,7 @@ def free_port() -> str:
 
 def run_dist(script: str, args, timeout: int = 300) -> str:
     """``bash tools/<script> ...`` from the repo root on a free port; returns the output."""
-    env = dict(os.environ, PORT=free_port(), PYTHON=sys.executable, PYTHONUNBUFFERED='1')
+    env = dict(os.environ, PORT=free_port(), PYTHON=sys.executable, PYTHONUNBUFFERED='1', **CPU)
     proc = subprocess.run(['bash', osp.join('tools', script)] + list(args), cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
     out = proc.stdout + proc.stderr
@@ -104,7 +106,7 @@ def runs(cls_data, tmp_path_factory):
 
     work = {k: str(tmp / k) for k in ('one', 'two', 'two_local')}
     logs = dict(one=run_tool(['tools/train.py', cfg, '--work-dir', work['one'],
-                              '--cfg-options', f'load_from={init}']))
+                              '--cfg-options', f'load_from={init}'], env=CPU))
     for name, gather in (('two', True), ('two_local', False)):
         logs[name] = run_dist('dist_train.sh', [
             cfg, '2', '--work-dir', work[name], '--cfg-options', f'load_from={init}',
@@ -151,7 +153,7 @@ def test_dist_test_evaluates_with_two_processes(runs):
     log2 = run_dist('dist_test.sh', [cfg, ckpt, '2', '--work-dir', str(tmp / 'test_two'),
                                      '--out', str(tmp / 'two.pkl')] + opts)
     log1 = run_tool(['tools/test.py', cfg, ckpt, '--work-dir', str(tmp / 'test_one'),
-                     '--out', str(tmp / 'one.pkl')] + opts)
+                     '--out', str(tmp / 'one.pkl')] + opts, env=CPU)
     assert 'Distributed training: True' in log2
 
     def top1(log):
