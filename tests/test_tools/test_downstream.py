@@ -68,6 +68,7 @@ def project(cls_data, tmp_path_factory):
     log = run(osp.join(ROOT, 'tools', 'train.py'), 'configs/resnet34_shapes.py',
               'work_dirs/resnet34_shapes', flags=['--auto-scale-lr'])
     teacher = osp.join(root, 'work_dirs', 'resnet34_shapes', 'epoch_1.pth')
+    env['TEACHER_CKPT'] = teacher  # the configs' {{$TEACHER_CKPT:...}} (default: epoch 20)
     return dict(root=root, run=run, teacher=teacher, teacher_log=log,
                 data_root=cls_data['data_root'])
 
@@ -97,8 +98,7 @@ def test_teacher_trains_on_the_project_data(project):
 def test_config_inheriting_by_package_trains_with_the_packaged_tools(project):
     tools = osp.join(osp.dirname(mmkd.__file__), '.mim', 'tools', 'train.py')
     work = 'work_dirs/rekd_resnet34_resnet18_shapes'
-    log = project['run'](tools, 'configs/rekd_resnet34_resnet18_shapes.py', work,
-                         f'model.teacher_ckpt={project["teacher"]}')
+    log = project['run'](tools, 'configs/rekd_resnet34_resnet18_shapes.py', work)
     cfg = check_distilled(project, work, log, 'loss_rekd')
     assert cfg.model.type == 'mmkd.ClsDistiller'
     # the project's k, temperature and weight; mmkd's alpha, beta, gamma and top-k source
@@ -118,8 +118,7 @@ def test_config_inheriting_by_package_trains_with_the_packaged_tools(project):
 def test_config_inheriting_by_path_trains_with_mmpretrain_tools(project):
     tools = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools', 'train.py')
     work = 'work_dirs/dist_resnet34_resnet18_shapes'
-    log = project['run'](tools, 'configs/dist_resnet34_resnet18_shapes.py', work,
-                         f'model.teacher_ckpt={project["teacher"]}')
+    log = project['run'](tools, 'configs/dist_resnet34_resnet18_shapes.py', work)
     cfg = check_distilled(project, work, log, 'loss_dist')
     assert dict(cfg.model.distill_losses.dist) == dict(
         type='DISTLoss', beta=1.0, gamma=2.0, tau=1.0, loss_weight=1.0)
