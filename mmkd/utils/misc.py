@@ -9,4 +9,7 @@ def default_work_dir(config: str) -> str:
     and ``configs/dist/x.py``), so the folder is part of the default.
     """
     folder = osp.basename(osp.dirname(osp.abspath(config)))
-    return osp.join('./work_dirs', folder, osp.splitext(osp.basename(config))[0])
+    name = osp.splitext(osp.basename(config))[0]
+    if folder in ('configs', ''):  # a project's own configs/ folder
+        return osp.join('./work_dirs', name)
+    return osp.join('./work_dirs', folder, name)
