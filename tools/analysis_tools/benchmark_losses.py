@@ -179,9 +179,9 @@ def textbook_sdd(local_s, local_t, target, complementary_weight=2.0):
     return (loss * weight).sum() / (B * N)
 
 
-def textbook_drg(final, aux, target=None):
+def textbook_drg(final, aux, target=None, weight=0.2):
     final, aux = _rows(final), _rows(aux)
-    return torch.nn.KLDivLoss(reduction='batchmean')(
+    return weight * torch.nn.KLDivLoss(reduction='batchmean')(
         F.log_softmax(final / T, dim=1), F.softmax(aux.detach() / T, dim=1)) * T * T
 
 
