@@ -22,8 +22,10 @@ Time. In one subprocess, after ``--warmup`` steps, ``--iters`` rounds of: a step
 of a copy of the distiller's student, a distillation step, and a distillation
 step with the teacher timed; alternating them gives the three the same machine
 load (the machine may be shared). Medians are reported, and minima with their
-``ratio_of_minima``. Each round starts from one RNG seed, so the student samples
-the same RoIs with and without the teacher.
+``ratio_of_minima``. The optimizer is the config's with learning rate 0 (its
+whole update still runs), so the copy and the distiller's student keep the same
+weights, and each round starts from one RNG seed: the student samples the same
+RoIs with and without the teacher.
 
 Memory. Student-only and distillation steps run in two fresh subprocesses
 (the distillation memory is measured before the student copy is made), over
@@ -215,7 +217,10 @@ def worker(args) -> dict:
         model_cfg = with_preprocessor(model_cfg.student, cfg.get('data_preprocessor'))
     torch.manual_seed(0)
     model = build_model_from_cfg(model_cfg).to(args.device).train()
-    optim = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+    optim_cfg = copy.deepcopy(cfg.optim_wrapper)
+    if 'lr' in optim_cfg.get('optimizer', {}):
+        optim_cfg.optimizer.lr = 0.0  # the weights stay those of the copy (see the doc)
+    optim = build_optim_wrapper(model, copy.deepcopy(optim_cfg))
     batch = next(iter(Runner.build_dataloader(copy.deepcopy(cfg.train_dataloader), seed=0)))
     cuda = args.device.startswith('cuda')
 
@@ -253,7 +258,7 @@ def worker(args) -> dict:
     # Time: student alone, distiller, distiller with the teacher timed, alternated, so
     # that all three see the same machine load; every step starts from the same seed.
     student = copy.deepcopy(model.student)
-    student_optim = build_optim_wrapper(student, copy.deepcopy(cfg.optim_wrapper))
+    student_optim = build_optim_wrapper(student, copy.deepcopy(optim_cfg))
     step(student, student_optim, 0)  # warm-up
     teacher = getattr(model, 'teacher', None)
     times = dict(student=[], distill=[], teacher=[])
