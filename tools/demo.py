@@ -140,13 +140,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--method', default='rekd', choices=sorted(METHODS))
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'demo'))
     parser.add_argument('--epochs', type=int, default=None,
-                        help='student epochs (teacher: 1.5x); default 6, 1 with --quick')
+                        help='student epochs (teacher: 1.5x); default 4, 1 with --quick')
     parser.add_argument('--num-train', type=int, default=None)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--quick', action='store_true', help='a smoke run of a minute or two')
     args = parser.parse_args(argv)
     quick = args.quick
-    epochs = args.epochs or (1 if quick else 6)
+    epochs = args.epochs or (1 if quick else 4)
     num_train = args.num_train or (8 if quick else 160)
     num_val = 4 if quick else 48
     batch = 4
