@@ -167,7 +167,7 @@ class BaseDistiller(BaseModel):
         """Initialises the student only: the teacher keeps its checkpoint."""
         self.student.init_weights()
 
-    def train(self, mode: bool = True) -> 'BaseDistiller':
+    def train(self, mode: bool = True) -> BaseDistiller:
         super().train(mode)
         self.teacher.eval()
         return self
