@@ -1,14 +1,14 @@
 """Logit distillation for single-stage detectors with sigmoid heads (mmdet 3.x)."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 from torch import Tensor
 
 from mmkd.registry import MODELS
 
-from .base import BaseDistiller, ModelCfg
+from .base import BaseDistiller
 
 #: Losses defined for independent (sigmoid) class probabilities.
 SIGMOID_LOSSES = ('KDLoss', 'DISTLoss')
@@ -41,16 +41,6 @@ class DenseHeadDistiller(BaseDistiller):
         data_preprocessor (dict, optional): See :class:`BaseDistiller`.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
     """
-
-    def __init__(self,
-                 student: ModelCfg,
-                 teacher: ModelCfg,
-                 teacher_ckpt: Optional[str] = None,
-                 distill_losses: Optional[Dict[str, dict]] = None,
-                 data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(student, teacher, teacher_ckpt, distill_losses, data_preprocessor,
-                         init_cfg)
 
     def check_compatibility(self) -> None:
         from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
