@@ -6,6 +6,9 @@ and with distillation (ReKD by default), evaluates all three with mmdet's COCO
 metric, prints a table and writes a plot of the loss curves and the mAPs.
 Every artefact lands in one work directory, named at the end. All training
 goes through ``tools/train.py`` and ``tools/test.py``, as a user runs them.
+The models are trained from scratch with :mod:`mmkd.testing.recipes` (AdamW,
+64-channel FPN); the distiller takes the settings of
+``configs/<method>/faster-rcnn_*.py``.
 
     python tools/demo.py                      # ReKD, ~15 min on 2 CPU cores
     python tools/demo.py --method dkd --quick # any method; --quick: a smoke run
@@ -26,41 +29,23 @@ from typing import Dict, List, Optional
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 from mmkd.datasets import make_det  # noqa: E402
 from mmkd.testing import ROOT, det_overrides, write_config  # noqa: E402
+from mmkd.testing.recipes import (  # noqa: E402
+    adamw_schedule,
+    distiller_settings,
+    method_configs,
+    scratch_detector,
+)
 
-#: The distillation loss of each method, with the COCO two-stage settings of
-#: shared/spec/losses.md (the same as configs/<method>/faster-rcnn_*.py).
-METHODS: Dict[str, dict] = {
-    'kd': dict(type='KDLoss', temperature=1.0),
-    'dist': dict(type='DISTLoss', tau=1.0, beta=1.0, gamma=1.0),
-    'dkd': dict(type='DKDLoss', temperature=1.0, alpha=1.0, beta=0.25),
-    'rekd': dict(type='ReKDLoss', temperature=1.0, k=3),
-    'rld': dict(type='RLDLoss', temperature=1.0, alpha=1.0, beta=0.25),
-    'kd-ls': dict(type='KDLoss', temperature=2.0, logit_stand=True, loss_weight=9.0),
-}
+#: Every method with a Faster R-CNN config; the demo takes its distiller settings.
+METHODS: Dict[str, str] = method_configs('configs/*/faster-rcnn*_coco.py', ROOT)
 FASTER_RCNN = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
 
 
-def detector(depth: int, num_classes: int) -> dict:
-    """A Faster R-CNN model override: ResNet-``depth`` FPN, a light RoI head."""
-    in_channels = [64, 128, 256, 512] if depth < 50 else [256, 512, 1024, 2048]
-    return dict(
-        backbone=dict(depth=depth, init_cfg=None),
-        neck=dict(in_channels=in_channels),
-        roi_head=dict(bbox_head=dict(num_classes=num_classes, fc_out_channels=256)),
-        train_cfg=dict(rcnn=dict(sampler=dict(num=128))))
-
-
-def schedule(iters_per_epoch: int, epochs: int, lr: float) -> dict:
-    return dict(
-        train_cfg=dict(max_epochs=epochs, val_interval=epochs),
-        optim_wrapper=dict(optimizer=dict(lr=lr), clip_grad=dict(max_norm=10.0)),
-        param_scheduler=[
-            dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
-                 end=min(50, iters_per_epoch)),
-            dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=epochs, T_max=epochs,
-                 eta_min=lr * 0.05)
-        ],
-        default_hooks=dict(logger=dict(interval=10), checkpoint=dict(interval=epochs)))
+def schedule(iters_per_epoch: int, epochs: int) -> dict:
+    """AdamW with warm-up and cosine decay; a checkpoint at the end only."""
+    return dict(**adamw_schedule(epochs, iters_per_epoch=iters_per_epoch),
+                default_hooks=dict(logger=dict(interval=10),
+                                   checkpoint=dict(interval=epochs)))
 
 
 def run(args: List[str], log_path: str, label: str) -> float:
@@ -98,7 +83,6 @@ def loss_curve(work_dir: str, key: str = 'loss') -> List[float]:
 
 
 def count_params(cfg_path: str, student_only: bool) -> int:
-    warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
@@ -136,17 +120,18 @@ def plot(rows: List[dict], curves: Dict[str, List[float]], out: str) -> Optional
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--method', default='rekd', choices=sorted(METHODS))
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'demo'))
     parser.add_argument('--epochs', type=int, default=None,
-                        help='student epochs (teacher: 1.5x); default 4, 1 with --quick')
+                        help='student epochs (teacher: 2x); default 8, 1 with --quick')
     parser.add_argument('--num-train', type=int, default=None)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--quick', action='store_true', help='a smoke run of a minute or two')
     args = parser.parse_args(argv)
     quick = args.quick
-    epochs = args.epochs or (1 if quick else 4)
+    epochs = args.epochs or (1 if quick else 8)
     num_train = args.num_train or (8 if quick else 160)
     num_val = 4 if quick else 48
     batch = 4
@@ -162,20 +147,19 @@ def main(argv: Optional[List[str]] = None) -> None:
     data = det_overrides(info, scale=(128, 128), batch_size=batch)
     data['randomness'] = dict(seed=args.seed)
 
-    t_epochs = max(1, round(epochs * 1.5))
-    teacher_model = detector(50, num_classes)
+    t_epochs = 2 * epochs
+    teacher_model = scratch_detector(50, num_classes)
     teacher_cfg = write_config(osp.join(work, 'teacher.py'), FASTER_RCNN,
-                               {**data, **schedule(iters, t_epochs, 0.02), 'model': teacher_model})
+                               {**data, **schedule(iters, t_epochs), 'model': teacher_model})
     student_cfg = write_config(osp.join(work, 'student.py'), FASTER_RCNN,
-                               {**data, **schedule(iters, epochs, 0.02),
-                                'model': detector(18, num_classes)})
+                               {**data, **schedule(iters, epochs),
+                                'model': scratch_detector(18, num_classes)})
     teacher_ckpt = osp.join(work, 'teacher', f'epoch_{t_epochs}.pth')
     distill_cfg = write_config(
         osp.join(work, 'distill.py'), student_cfg, {
             'custom_imports': dict(imports=['mmkd'], allow_failed_imports=False),
-            'model': dict(_delete_=True, type='mmkd.TwoStageDistiller', student=student_cfg,
-                          teacher=teacher_cfg, teacher_ckpt=teacher_ckpt,
-                          distill_losses={args.method.replace('-', '_'): METHODS[args.method]})
+            'model': dict(_delete_=True, **distiller_settings(METHODS[args.method]),
+                          student=student_cfg, teacher=teacher_cfg, teacher_ckpt=teacher_ckpt)
         })
 
     results, curves, times = [], {}, {}

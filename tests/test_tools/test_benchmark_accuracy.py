@@ -1,0 +1,82 @@
+"""tools/analysis_tools/benchmark_accuracy.py: its statistics by hand, the method discovery,
+and the tool itself on classification in its quick mode (teacher, baseline, KD, LightSKD)."""
+import importlib.util
+import json
+import os.path as osp
+import sys
+
+import pytest
+
+from mmkd.testing import run_tool
+from mmkd.testing.recipes import distiller_settings, method_configs
+from mmkd.testing.tools import ROOT
+
+TOOL = 'tools/analysis_tools/benchmark_accuracy.py'
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location('benchmark_accuracy', osp.join(ROOT, TOOL))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(method, seed, value, minutes=1.0):
+    return dict(task='det', method=method, seed=seed, value=value, minutes=minutes,
+                protocol='default')
+
+
+def test_summary_statistics_by_hand():
+    tool = _load_tool()
+    rows = [_row('teacher', 0, 20.0, 4.0),
+            _row('baseline', 0, 10.0), _row('baseline', 1, 12.0), _row('baseline', 2, 14.0),
+            _row('kd', 0, 11.0, 2.0), _row('kd', 1, 11.0, 3.0), _row('kd', 2, 17.0, 4.0)]
+    report = tool.summarise(rows, ['det'])
+    lines = {line.split(' | ')[0].strip('| '): line for line in report.splitlines()
+             if line.startswith('| ')}
+    assert lines['teacher'] == '| teacher | 20.00 ± 0.00 | 20.00 - 20.00 |  |  | 1 | 4.0 |'
+    # baseline: mean 12, sample std sqrt(((-2)^2 + 0 + 2^2) / 2) = 2
+    assert lines['baseline'] == '| baseline | 12.00 ± 2.00 | 10.00 - 14.00 |  |  | 3 | 1.0 |'
+    # kd: mean 13, std sqrt((4 + 4 + 16) / 2) = 3.4641; +1 over the baseline's mean; it
+    # beats the baseline of the same seed on seeds 0 (11 > 10) and 2 (17 > 14), not on 1.
+    assert lines['kd'] == '| kd | 13.00 ± 3.46 | 11.00 - 17.00 | +1.00 | 2/3 | 3 | 3.0 |'
+    assert report.startswith('### Detection')
+
+
+def test_method_discovery_names_and_settings():
+    det = method_configs('configs/*/faster-rcnn*_coco.py', ROOT)
+    assert sorted(det) == ['dist', 'dkd', 'kd', 'ls-kd', 'rekd', 'rld', 'sdd']
+    cls = method_configs('configs/*/resnet*_in1k.py', ROOT)
+    assert {'lightskd', 'ls-kd', 'ls-dkd', 'sdd'} <= set(cls)
+    assert cls['ls-dkd'].endswith('configs/ls/resnet-dkd_r34_r18_in1k.py')
+    seg = method_configs('configs/*/pspnet_*_cityscapes.py', ROOT)
+    assert sorted(seg) == ['cwd', 'dist', 'dkd', 'kd', 'rekd', 'rld']
+    # The benchmark takes a method's distiller settings, not its models or checkpoint.
+    rekd = distiller_settings(det['rekd'])
+    assert rekd['type'] == 'mmkd.TwoStageDistiller'
+    assert rekd['distill_losses']['rekd']['k'] == 5
+    assert not {'student', 'teacher', 'teacher_ckpt'} & set(rekd)
+
+
+@pytest.mark.slow
+def test_quick_classification_run_and_resume(tmp_path):
+    work = str(tmp_path / 'bench')
+    args = [TOOL, '--quick', '--tasks', 'cls', '--methods', 'kd', 'lightskd', '--work-dir', work]
+    out = run_tool(args, timeout=1200)
+    rows = [json.loads(line) for line in open(osp.join(work, 'results.jsonl'))]
+    assert [(r['method'], r['seed']) for r in rows] == [('teacher', 0), ('baseline', 0),
+                                                        ('kd', 0), ('lightskd', 0)]
+    for r in rows:
+        assert 0.0 <= r['value'] <= 100.0 and r['minutes'] > 0 and r['protocol'] == 'quick'
+    # The distilled student takes its loss settings from the shipped config.
+    distill_cfg = open(osp.join(work, 'cls', 'kd.py')).read()
+    assert "'type': 'KDLoss'" in distill_cfg and "'loss_weight': 5.0" in distill_cfg
+    assert osp.exists(osp.join(work, 'cls', 'teacher.pth'))
+    report = open(osp.join(work, 'benchmark_accuracy.md')).read()
+    assert '| lightskd |' in report and '| baseline |' in report and report in out
+    assert osp.getsize(osp.join(work, 'benchmark_accuracy.png')) > 10_000
+    # A second run finds every result and trains nothing.
+    again = run_tool(args, timeout=600)
+    assert '4 runs already in' in again and '[cls] kd (seed 0)' not in again
+    assert len(open(osp.join(work, 'results.jsonl')).readlines()) == 4
