@@ -214,7 +214,8 @@ def make_cls(root: str, num_train: int = 96, num_val: int = 24, img_size: Tuple[
     ``i % num_classes``).
 
     Returns:
-        dict: ``data_root``, ``train_prefix``, ``val_prefix``, ``classes``.
+        dict: ``data_root``, ``train_prefix``, ``val_prefix``, ``classes`` (sorted:
+        the label order of an image-folder dataset).
     """
     h, w = img_size
     classes = SHAPE_CLASSES[:num_classes]
@@ -229,7 +230,10 @@ def make_cls(root: str, num_train: int = 96, num_val: int = 24, img_size: Tuple[
             poly = shape_polygon(classes[label], cx, cy, r, rng.uniform(0, 2 * math.pi))
             img = render(rng, h, w, [dict(label=label, polygon=poly)])
             img.save(osp.join(root, split, classes[label], f'{split}_{i:05d}.png'))
-    return dict(data_root=root, train_prefix='train', val_prefix='val', classes=classes)
+    # Image-folder datasets (mmpretrain's CustomDataset) number the sub-folders in sorted
+    # order: return the class names in that order, so that metainfo names fit the labels.
+    return dict(data_root=root, train_prefix='train', val_prefix='val',
+                classes=tuple(sorted(classes)))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

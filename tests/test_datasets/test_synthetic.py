@@ -105,3 +105,15 @@ def test_task_datasets_read_the_data(det_data, seg_data, cls_data):
     cls = CustomDataset(data_root=cls_data['data_root'], data_prefix='train', with_label=True,
                         pipeline=[])
     assert len(cls) == 24 and sorted(cls.CLASSES) == sorted(SHAPE_CLASSES)
+
+
+def test_cls_classes_are_in_label_order(cls_data):
+    """mmpretrain numbers the sub-folders in sorted order: the names must follow it."""
+    from mmpretrain.datasets import CustomDataset
+    assert list(cls_data['classes']) == sorted(SHAPE_CLASSES)
+    ds = CustomDataset(data_root=cls_data['data_root'], data_prefix='train', with_label=True,
+                       metainfo=dict(classes=cls_data['classes']), pipeline=[])
+    for i in range(len(ds)):
+        info = ds.get_data_info(i)
+        folder = osp.basename(osp.dirname(info['img_path']))
+        assert ds.metainfo['classes'][info['gt_label']] == folder

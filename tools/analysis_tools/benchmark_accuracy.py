@@ -19,8 +19,8 @@ over the baseline, the seeds on which a method beat the baseline) and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import logging
 import os
 import os.path as osp
 import statistics
@@ -75,22 +75,25 @@ class Task:
     by_epoch: bool = True
 
 
-# --- classification: CIFAR ResNets (ResNet_CIFAR), 32x32 shapes, 6 classes -----------------
-CLS_WIDTH = {'teacher': (34, 32), 'student': (18, 8)}  # (depth, base channels)
+# --- classification: mmpretrain ImageNet ResNets, narrow, 32x32 shapes, 6 classes -----------
+# (ResNet_CIFAR, without the stem's down-sampling, memorised 1,200 images here and stayed
+# below 35% validation accuracy; the ImageNet ResNet on 4,000 images generalises.)
+CLS_WIDTH = {'teacher': (18, 32), 'student': (18, 8)}  # (depth, base channels)
 
 
 def cls_data(work: str, quick: bool) -> dict:
-    info = make_cls(osp.join(work, 'data'), num_train=60 if quick else 240, num_val=240,
+    num_train = 240 if quick else 4000
+    info = make_cls(osp.join(work, 'data'), num_train=num_train, num_val=600,
                     img_size=(32, 32), seed=0)
-    epochs = 2 if quick else 30
-    data = cls_overrides(info, size=32, batch_size=16)
-    return dict(info=info, data=data, length=epochs, iters_per_epoch=-(-len_train(info) // 16))
+    data = cls_overrides(info, size=32, batch_size=32)
+    return dict(info=info, data=data, length=1 if quick else 6,
+                iters_per_epoch=-(-num_train // 32))
 
 
 def cls_model(role: str, info: dict) -> dict:
     depth, width = CLS_WIDTH[role]
     return dict(backbone=dict(depth=depth, stem_channels=width, base_channels=width),
-                head=dict(num_classes=len(info['classes']), in_channels=width * 8))
+                head=dict(num_classes=len(info['classes']), in_channels=width * 8, topk=(1, )))
 
 
 # --- segmentation: PSPNet ResNetV1c-D8, 64x128 crops, 7 classes ----------------------------
@@ -98,7 +101,7 @@ SEG_DEPTH = {'teacher': 50, 'student': 18}
 
 
 def seg_data(work: str, quick: bool) -> dict:
-    info = make_seg(osp.join(work, 'data'), num_train=16 if quick else 96, num_val=32,
+    info = make_seg(osp.join(work, 'data'), num_train=16 if quick else 400, num_val=50,
                     img_size=(64, 128), seed=0)
     iters = 20 if quick else 300
     data = seg_overrides(info, crop=(64, 128), scale=(128, 64), batch_size=4, max_iters=iters)
@@ -131,16 +134,12 @@ def det_model(role: str, info: dict) -> dict:
     return scratch_detector(DET_DEPTH[role], len(info['classes']))
 
 
-def len_train(info: dict) -> int:
-    return sum(len(files) for _, _, files in os.walk(osp.join(info['data_root'], 'train')))
-
-
 TASKS: Dict[str, Task] = {
     t.name: t
     for t in (
-        Task('cls', 'Classification (mmpretrain ResNet_CIFAR-34 w32 -> ResNet_CIFAR-18 w8)',
+        Task('cls', 'Classification (mmpretrain ResNet-18, width 32 -> width 8)',
              'accuracy/top1', 1.0, 'top-1 (%)', 'configs/*/resnet*_in1k.py',
-             osp.join(ROOT, 'configs/_base_/cls/resnet18_cifar100.py'), cls_data, cls_model),
+             'mmpretrain::resnet/resnet18_8xb32_in1k.py', cls_data, cls_model),
         Task('seg', 'Semantic segmentation (mmseg PSPNet R50-D8 -> R18-D8, 64-channel heads)',
              'mIoU', 1.0, 'mIoU (%)', 'configs/*/pspnet_*_cityscapes.py',
              'mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py', seg_data,
@@ -185,21 +184,32 @@ def distill_config(task: Task, method_cfg: str, student_cfg: str, teacher_cfg: s
 
 def train_eval(config: str, work_dir: str, seed: int, name: str,
                save: Optional[str] = None) -> Dict[str, float]:
-    """Trains ``config`` in this process, evaluates it once; returns the metrics."""
+    """Trains ``config`` in this process, evaluates it once; returns the metrics.
+
+    The run's own output (MMEngine's log, pycocotools' tables) goes to
+    ``work_dir/run.log``; on failure its end is shown with the error.
+    """
     from mmengine.config import Config
     from mmengine.runner import Runner
     cfg = Config.fromfile(config)
     cfg.work_dir = work_dir
     cfg.randomness = dict(seed=seed)
-    cfg.log_level = 'WARNING'
     cfg.experiment_name = f'{name}_{time.time_ns()}'  # unique: no shared logger / scope
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    metrics = runner.val_loop.run()
-    if save:
-        runner.save_checkpoint(osp.dirname(save), osp.basename(save), save_optimizer=False,
-                               save_param_scheduler=False)
-    logging.getLogger().handlers.clear()
+    os.makedirs(work_dir, exist_ok=True)
+    log_path = osp.join(work_dir, 'run.log')
+    with open(log_path, 'w') as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        try:
+            runner = Runner.from_cfg(cfg)
+            runner.train()
+            metrics = runner.val_loop.run()
+            if save:
+                runner.save_checkpoint(osp.dirname(save), osp.basename(save),
+                                       save_optimizer=False, save_param_scheduler=False)
+        except Exception as e:
+            log.flush()
+            tail = open(log_path).read()[-3000:]
+            raise RuntimeError(f'{name} failed: {e}\n--- end of {log_path} ---\n{tail}') from e
     return {k: float(v) for k, v in metrics.items()}
 
 

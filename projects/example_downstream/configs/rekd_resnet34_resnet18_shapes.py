@@ -17,7 +17,8 @@ model = dict(
 
 # ----------------------------------------------------------------- data (as the teacher's)
 data_root = '{{$SHAPES_ROOT:data/shapes/cls}}'
-classes = ('circle', 'square', 'triangle', 'star', 'hexagon', 'cross')
+# The sub-folder names, in the order CustomDataset numbers them (sorted).
+classes = ('circle', 'cross', 'hexagon', 'square', 'star', 'triangle')
 data_preprocessor = dict(num_classes=len(classes))
 train_pipeline = [
     dict(type='LoadImageFromFile'),
