@@ -6,6 +6,7 @@ import os.path as osp
 import sys
 
 import pytest
+import torch
 
 from mmkd.testing import run_tool
 from mmkd.testing.recipes import distiller_settings, method_configs
@@ -80,3 +81,30 @@ def test_quick_classification_run_and_resume(tmp_path):
     again = run_tool(args, timeout=600)
     assert '4 runs already in' in again and '[cls] kd (seed 0)' not in again
     assert len(open(osp.join(work, 'results.jsonl')).readlines()) == 4
+
+
+def test_scratch_recipe_trains_every_layer(tmp_path):
+    """The from-scratch detector: nothing frozen, BatchNorm in training mode, the set widths."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from mmkd.registry import MODELS
+    from mmkd.testing import write_config
+    from mmkd.testing.recipes import adamw_schedule, scratch_detector
+    path = write_config(str(tmp_path / 'det.py'),
+                        'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+                        {'model': scratch_detector(18, 6), **adamw_schedule(5, iters_per_epoch=40)})
+    cfg = Config.fromfile(path)
+    init_default_scope('mmdet')
+    model = MODELS.build(cfg.model)
+    model.train()
+    assert all(p.requires_grad for p in model.parameters())
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.training for m in bns)
+    assert model.neck.fpn_convs[0].conv.out_channels == 64
+    assert model.roi_head.bbox_head.fc_cls.out_features == 7  # 6 classes + background
+    assert model.rpn_head.prior_generator.base_sizes == [4, 8, 16, 32, 64]
+    assert model.rpn_head.prior_generator.scales.tolist() == [4.0]
+    # No validation while training; warm-up of min(50, 200 / 4) iterations, then cosine.
+    assert cfg.train_cfg.val_interval == 6 and cfg.optim_wrapper.optimizer.type == 'AdamW'
+    assert cfg.param_scheduler[0].end == 50 and cfg.param_scheduler[1].T_max == 5
