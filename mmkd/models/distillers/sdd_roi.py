@@ -16,9 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..losses.sdd_loss import SDDLoss, sdd_loss
-from ..losses.utils import fp32_compute, prepare_logits, reduce_rows, valid_rows
-
 #: Offsets of the stride-2 subsample views 1-4.
 OFFSETS = ((0, 0), (0, 1), (1, 1), (1, 0))
 
@@ -44,13 +41,3 @@ def roi_view_logits(extractor: nn.Module, box_head: nn.Module, x: Tuple[Tensor],
     views = [F.avg_pool2d(feats, 2)] + [feats[..., i::2, j::2] for i, j in OFFSETS]
     cls_score = box_head(torch.cat(views))[0]  # (5R, C+1)
     return cls_score.reshape(len(views), rois.shape[0], -1).permute(1, 2, 0)
-
-
-def sdd_views_loss(loss: SDDLoss, views_S: Tensor, views_T: Tensor, target: Tensor) -> Tensor:
-    """``loss``'s settings (base, weights, temperature, reduction) on view logits."""
-    with fp32_compute(views_S):
-        s, t = prepare_logits(views_S, views_T, loss.logit_stand)
-        valid, target = valid_rows(target, None, loss.ignore_index, (s.shape[0], ))
-        per_roi = sdd_loss(s, t, target, loss.base, loss.complementary_weight, loss.alpha,
-                           loss.beta, loss.temperature)
-        return reduce_rows(per_roi, valid, None, loss.reduction, None) * loss.loss_weight

@@ -11,7 +11,7 @@ from mmkd.registry import MODELS
 
 from ..losses.sdd_loss import SDDLoss
 from .base import BaseDistiller, ModelCfg
-from .sdd_roi import double_res_extractor, roi_view_logits, sdd_views_loss
+from .sdd_roi import double_res_extractor, roi_view_logits
 
 #: Loss keys of the student (``loss_<name>`` must not shadow them).
 STUDENT_KEYS = ('loss_cls', 'loss_bbox', 'loss_mask', 'loss_rpn_cls', 'loss_rpn_bbox')
@@ -171,8 +171,8 @@ class TwoStageDistiller(BaseDistiller):
                 losses[f'loss_{name}'] = self.distill_loss(name, bbox_results['cls_score'], cls_t,
                                                            labels)
             elif kind == 'sdd':
-                losses[f'loss_{name}'] = self.distill_loss_scale * sdd_views_loss(
-                    self.distill_losses[name], views_s, views_t, labels)
+                losses[f'loss_{name}'] = self.distill_loss_scale * self.distill_losses[
+                    name].loss_on_views(views_s, views_t, labels)
             else:
                 losses[f'loss_{name}'] = self.distill_loss(name, mask_s, mask_t)
         return losses

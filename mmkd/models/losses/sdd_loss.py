@@ -212,16 +212,40 @@ class SDDLoss(BaseDistillLoss):
         Returns:
             Tensor: Scalar, or ``(B,)`` for ``'none'``.
         """
-        reduction = check_reduction(reduction_override or self.reduction)
         if target is None:
             raise ValueError(f'{self.name} needs `target` (the class labels).')
         local_S = sdd_local_logits(feats_S, classifier_S, self.scales, self.pool_base)
         with torch.no_grad():
             local_T = sdd_local_logits(feats_T.detach(), classifier_T, self.scales,
                                        self.pool_base)
-        check_logits(local_S, local_T, self.name)
-        with fp32_compute(local_S):
-            s, t = prepare_logits(local_S, local_T, self.logit_stand)
+        return self.loss_on_views(local_S, local_T, target, weight, avg_factor,
+                                  reduction_override)
+
+    def loss_on_views(self,
+                      logits_S: Tensor,
+                      logits_T: Tensor,
+                      target: Tensor,
+                      weight: Optional[Tensor] = None,
+                      avg_factor: Optional[Union[float, Tensor]] = None,
+                      reduction_override: Optional[str] = None) -> Tensor:
+        """The loss on precomputed view logits (view 0 the global one).
+
+        :meth:`forward` cuts the views from feature maps; other callers (SDD on
+        the RoIs of a detector) bring their own.
+
+        Args:
+            logits_S (Tensor): Student view logits ``(N, C, V)``.
+            logits_T (Tensor): Teacher view logits ``(N, C, V)``.
+            target (Tensor): int64 labels ``(N,)``.
+            weight, avg_factor, reduction_override: As in :meth:`forward`.
+
+        Returns:
+            Tensor: Scalar, or ``(N,)`` for ``'none'``.
+        """
+        reduction = check_reduction(reduction_override or self.reduction)
+        check_logits(logits_S, logits_T, self.name)
+        with fp32_compute(logits_S):
+            s, t = prepare_logits(logits_S, logits_T, self.logit_stand)
             valid, target = valid_rows(target, weight, self.ignore_index, (s.shape[0], ))
             per_sample = sdd_loss(s, t, target, self.base, self.complementary_weight, self.alpha,
                                   self.beta, self.temperature)

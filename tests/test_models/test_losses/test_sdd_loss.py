@@ -91,6 +91,22 @@ def test_single_scale_is_the_base_loss_on_global_logits(base):
     torch.testing.assert_close(got, want)
 
 
+def test_loss_on_views_is_forward_on_the_cut_views():
+    """Precomputed (N, C, V) view logits (SDD on RoIs) give what forward gives on maps."""
+    feat_s, feat_t, cls_s, cls_t, y = models(seed=5)
+    y[0] = 255  # ignored sample
+    loss = build('SDDLoss', beta=2.0, temperature=2.0, loss_weight=0.5)
+    views_s = sdd_local_logits(feat_s, cls_s, loss.scales, loss.pool_base)
+    views_t = sdd_local_logits(feat_t, cls_t, loss.scales, loss.pool_base).detach()
+    assert views_s.shape == (y.shape[0], cls_s.out_features, 21)
+    torch.testing.assert_close(loss.loss_on_views(views_s, views_t, y),
+                               loss(feat_s, feat_t, y, cls_s, cls_t))
+    per = loss.loss_on_views(views_s, views_t, y, reduction_override='none')
+    assert per[0] == 0 and per.shape == y.shape
+    with pytest.raises(ValueError, match='shape'):
+        loss.loss_on_views(views_s, views_t[:, :-1], y)
+
+
 def test_gradients_reach_the_student_only():
     feat_s, feat_t, cls_s, cls_t, y = models(seed=4)
     feat_t.requires_grad_()
