@@ -108,3 +108,13 @@ def test_scratch_recipe_trains_every_layer(tmp_path):
     # No validation while training; warm-up of min(50, 200 / 4) iterations, then cosine.
     assert cfg.train_cfg.val_interval == 6 and cfg.optim_wrapper.optimizer.type == 'AdamW'
     assert cfg.param_scheduler[0].end == 50 and cfg.param_scheduler[1].T_max == 5
+
+
+def test_a_failing_run_shows_its_log(tmp_path):
+    """A run that fails says which, and shows the end of its own log."""
+    tool = _load_tool()
+    cfg = tmp_path / 'broken.py'
+    cfg.write_text("model = dict(type='NoSuchModel')\n")
+    with pytest.raises(RuntimeError, match=r'cls_kd_0 failed.*NoSuchModel') as info:
+        tool.train_eval(str(cfg), str(tmp_path / 'run'), 0, 'cls_kd_0')
+    assert str(tmp_path / 'run' / 'run.log') in str(info.value)

@@ -61,7 +61,9 @@ class Task:
         unit: The reported number's name.
         pattern: Glob of the method configs whose distiller settings are used.
         base: The config the teacher and the student inherit.
-        make: ``make(work, quick) -> (overrides for data + schedule, length)``.
+        make: ``make(work, quick) -> dict(info, data, length, iters_per_epoch)``: the
+            generated data, its config overrides, the student's epochs (iterations
+            if not ``by_epoch``) and the iterations of one epoch.
         model: ``model(role, info) -> model override`` for ``teacher`` / ``student``.
         by_epoch: Epoch-based training loop.
     """
@@ -182,7 +184,7 @@ def distill_config(task: Task, method_cfg: str, student_cfg: str, teacher_cfg: s
     settings = distiller_settings(method_cfg)
     model = dict(_delete_=True, **settings, student=student_cfg)
     if 'LightSKD' in settings['type']:  # self-distillation: no teacher
-        depth, width = CLS_WIDTH['student']
+        width = CLS_WIDTH['student'][1]
         model['aux_head'] = dict(settings['aux_head'], in_channels=width * 2 ** (
             settings.get('aux_stage', 1)))
     else:

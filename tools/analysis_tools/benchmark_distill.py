@@ -69,6 +69,8 @@ import torch
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 sys.path.insert(0, ROOT)
+from mmkd.utils.memory import reset_peak_rss, rss_mib  # noqa: E402
+
 DEFAULT_SIZE = dict(mmdet=128, mmseg=64, mmpretrain=32)
 MARK = 'BENCHMARK_RESULT '
 
@@ -179,23 +181,6 @@ class TeacherTimer:
             handle.remove()
 
 
-def rss_mb(field: str) -> float:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1]) / 1024
-    raise KeyError(field)
-
-
-def reset_peak() -> bool:
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
-        return False
-
-
 def worker(args) -> dict:
     """Memory of ``args.role``'s steps; for ``distill`` also the alternated timings."""
     import resource
@@ -241,15 +226,15 @@ def worker(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated() / 2**20
     else:
-        exact = reset_peak()
-        base = rss_mb('VmRSS')
+        exact = reset_peak_rss()
+        base = rss_mib('VmRSS')
     for i in range(max(1, min(args.iters, 2))):
         step(model, optim, args.warmup + i)
     if cuda:
         peak = torch.cuda.max_memory_allocated() / 2**20
         result = dict(peak_allocated_mb=round(peak, 1), step_extra_mb=round(peak - base, 1))
     else:
-        peak = rss_mb('VmHWM') if exact else resource.getrusage(
+        peak = rss_mib('VmHWM') if exact else resource.getrusage(
             resource.RUSAGE_SELF).ru_maxrss / 1024
         result = dict(peak_rss_mb=round(peak, 1), step_extra_mb=round(peak - base, 1))
     if args.role == 'student':

@@ -45,7 +45,6 @@ Usage::
 import argparse
 import json
 import os
-import re
 import resource
 import statistics
 import subprocess
@@ -244,20 +243,6 @@ def _make_step(loss: str, impl: str, t: Tensor, target: Tensor) -> Callable[[Ten
     return lambda s: module(s, t)
 
 
-def _rss_kib(field: str) -> int:
-    with open('/proc/self/status') as f:
-        return int(re.search(rf'{field}:\s+(\d+)', f.read()).group(1))
-
-
-def _reset_peak() -> bool:
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
-        return False
-
-
 def _sync(device: str) -> None:
     if device == 'cuda':
         torch.cuda.synchronize()
@@ -281,10 +266,11 @@ def measure_memory(loss: str, case: str, impl: str, device: str) -> dict:
         _sync(device)
         return dict(peak_mib=(torch.cuda.max_memory_allocated() - base) / 2**20,
                     method='torch.cuda.max_memory_allocated')
-    if _reset_peak():
-        base = _rss_kib('VmRSS')
+    from mmkd.utils.memory import reset_peak_rss, rss_mib
+    if reset_peak_rss():
+        base = rss_mib('VmRSS')
         step(s).backward()
-        return dict(peak_mib=(_rss_kib('VmHWM') - base) / 1024,
+        return dict(peak_mib=rss_mib('VmHWM') - base,
                     method='VmHWM after clear_refs, minus VmRSS')
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     step(s).backward()
