@@ -10,18 +10,12 @@ from .dkd_loss import DKDLoss, dkd_loss
 from .drg_loss import DRGLoss
 from .dsr_loss import DSRLoss, dsr_loss, sort_classes
 from .kd_loss import KDLoss, kd_loss
+from .kl_divergence import binary_kl, log_binary, subset_kl, subset_logsumexp
+from .precision import standardize_logits
+from .reduction import reduce_rows, valid_rows
 from .rekd_loss import ReKDLoss, rekd_loss, topk_mask
 from .rld_loss import RLDLoss, rld_loss
 from .sdd_loss import SDDLoss, sdd_local_logits, sdd_loss, sdd_region_weights
-from .utils import (
-    binary_kl,
-    log_binary,
-    reduce_rows,
-    standardize_logits,
-    subset_kl,
-    subset_logsumexp,
-    valid_rows,
-)
 
 __all__ = [
     'BaseDistillLoss', 'KDLoss', 'DISTLoss', 'DKDLoss', 'ReKDLoss', 'RLDLoss', 'SDDLoss',

@@ -4,15 +4,9 @@ from typing import Optional, Union
 import torch.nn as nn
 from torch import Tensor
 
-from .utils import (
-    check_logits,
-    check_reduction,
-    fp32_compute,
-    prepare_logits,
-    reduce_rows,
-    row_shape,
-    valid_rows,
-)
+from .checks import check_logits, check_reduction, row_shape
+from .precision import fp32_compute, prepare_logits
+from .reduction import reduce_rows, valid_rows
 
 
 class BaseDistillLoss(nn.Module):
@@ -28,7 +22,7 @@ class BaseDistillLoss(nn.Module):
     * optional logit standardisation of both inputs (``logit_stand``);
     * masks rows whose ``target`` equals ``ignore_index`` or whose ``weight``
       is 0, multiplies the others by ``weight``, reduces with ``reduction`` and
-      ``avg_factor`` (see :func:`~mmkd.models.losses.utils.reduce_rows`; no
+      ``avg_factor`` (see :func:`~mmkd.models.losses.reduction.reduce_rows`; no
       valid row gives an exact 0 connected to the graph);
     * multiplies by ``loss_weight``.
 

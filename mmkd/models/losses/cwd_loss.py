@@ -8,7 +8,9 @@ from torch import Tensor
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
-from .utils import check_positive, reduce_rows, subset_kl
+from .checks import check_positive
+from .kl_divergence import subset_kl
+from .reduction import reduce_rows
 
 
 def cwd_channels(preds_S: Tensor,

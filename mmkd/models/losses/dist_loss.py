@@ -9,7 +9,8 @@ from torch.autograd.function import once_differentiable
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
-from .utils import check_positive, reduce_rows
+from .checks import check_positive
+from .reduction import reduce_rows
 
 
 def _probs(logits: Tensor, tau: float, use_sigmoid: bool) -> Tensor:

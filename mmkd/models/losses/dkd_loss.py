@@ -6,7 +6,9 @@ from torch import Tensor
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
-from .utils import Scalar, as_row_param, binary_kl, check_positive, log_binary, subset_kl
+from .checks import check_positive
+from .kl_divergence import binary_kl, log_binary, subset_kl
+from .reduction import Scalar, as_row_param
 
 
 def dkd_loss(preds_S: Tensor,

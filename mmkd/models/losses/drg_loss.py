@@ -6,8 +6,8 @@ from torch import Tensor
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
+from .checks import check_positive
 from .kd_loss import kd_loss
-from .utils import check_positive
 
 
 @MODELS.register_module()

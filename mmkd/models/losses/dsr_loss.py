@@ -8,17 +8,10 @@ from torch.autograd.function import once_differentiable
 
 from mmkd.registry import MODELS
 
+from .checks import check_positive, check_reduction, row_shape
 from .kd_loss import kd_loss
-from .utils import (
-    check_positive,
-    check_reduction,
-    fp32_compute,
-    graph_zero,
-    reduce_rows,
-    row_shape,
-    upcast,
-    valid_rows,
-)
+from .precision import fp32_compute, upcast
+from .reduction import graph_zero, reduce_rows, valid_rows
 
 
 def _index_dtype(num_classes: int) -> torch.dtype:

@@ -7,7 +7,8 @@ from torch import Tensor
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
-from .utils import check_positive, subset_kl
+from .checks import check_positive
+from .kl_divergence import subset_kl
 
 
 def kd_loss(preds_S: Tensor,

@@ -7,15 +7,9 @@ from torch import Tensor
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
-from .utils import (
-    Scalar,
-    as_row_param,
-    binary_kl,
-    check_positive,
-    log_binary,
-    subset_kl,
-    subset_logsumexp,
-)
+from .checks import check_positive
+from .kl_divergence import binary_kl, log_binary, subset_kl, subset_logsumexp
+from .reduction import Scalar, as_row_param
 
 
 def _log_top1_binary(logits: Tensor, temperature: float) -> Tuple[Tensor, Tensor]:

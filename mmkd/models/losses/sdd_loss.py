@@ -8,17 +8,11 @@ from torch import Tensor
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
+from .checks import check_logits, check_positive, check_reduction
 from .dkd_loss import dkd_loss
 from .kd_loss import kd_loss
-from .utils import (
-    check_logits,
-    check_positive,
-    check_reduction,
-    fp32_compute,
-    prepare_logits,
-    reduce_rows,
-    valid_rows,
-)
+from .precision import fp32_compute, prepare_logits
+from .reduction import reduce_rows, valid_rows
 
 #: A model's linear classifier: ``(M, D)`` features -> ``(M, C)`` logits.
 Classifier = Callable[[Tensor], Tensor]

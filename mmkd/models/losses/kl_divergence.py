@@ -1,240 +1,26 @@
-"""Helpers shared by every mmkd loss: rows, masks, precision, reductions, KL.
+"""Restricted-softmax KL divergence: the numerical core of the mmkd losses.
 
-All losses treat logits of shape ``(N, C)`` or dense ``(N, C, *S)`` as
-``N * prod(S)`` rows of ``C`` classes. Instead of moving the class axis last
-and flattening (a full copy of both tensors), every helper here reduces over
-``dim=1`` directly and returns "row maps" shaped ``(N, *S)``, which line up with
-``target`` and ``weight`` without any reshaping.
+The KL divergence at the heart of KD, DKD, ReKD, RLD, SDD, DRG, DSR and CWD is
+:func:`subset_kl`: per row, ``KL(softmax_A(t/T) || softmax_A(s/T))`` over a
+subset ``A`` of the classes (all of them, a mask or its complement, minus at
+most one index per row), computed along ``dim=1`` without moving the class axis.
+It is an autograd function that keeps only its inputs for the backward pass and
+recomputes the two softmaxes there. Compared with composing
+``log_softmax``/``softmax``/``kl_div`` with autograd (which saves the student's
+log-probabilities and the teacher's probabilities, two full-size tensors per KL
+term), it needs no saved activation at all.
 
-The restricted-softmax KL divergence at the heart of KD, DKD, ReKD, RLD, SDD,
-DRG and DSR is :func:`subset_kl`, an autograd function that keeps only its
-inputs for the backward pass and recomputes the two softmaxes there. Compared
-with composing ``log_softmax``/``softmax``/``kl_div`` with autograd (which
-saves the student's log-probabilities and the teacher's probabilities, two
-full-size tensors per KL term), it needs no saved activation at all.
+Also here: :func:`subset_logsumexp` (the log-mass of a subset, same memory
+behaviour), :func:`log_binary` and :func:`binary_kl` (two-way splits built from
+log-masses, for DKD's TCKD, ReKD's BIN and RLD's SCD), and the floor below which
+``exp`` is not evaluated.
 """
-import contextlib
-from typing import Iterator, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-#: Either a Python number or a tensor broadcastable to the row map ``(N, *S)``.
-Scalar = Union[float, Tensor]
-
-_REDUCTIONS = ('none', 'mean', 'sum')
-
-
-# ---------------------------------------------------------------------------
-# precision and shapes
-# ---------------------------------------------------------------------------
-@contextlib.contextmanager
-def fp32_compute(x: Tensor) -> Iterator[None]:
-    """Disables autocast for the device of ``x`` inside the block.
-
-    Losses call :func:`upcast` on their inputs inside this block, so that even
-    under ``torch.autocast`` (AMP) all their arithmetic runs in float32.
-    """
-    try:
-        ctx = torch.autocast(device_type=x.device.type, enabled=False)
-    except (RuntimeError, ValueError):  # a device type autocast does not know
-        ctx = contextlib.nullcontext()
-    with ctx:
-        yield
-
-
-def upcast(x: Tensor) -> Tensor:
-    """Returns ``x`` as float32 if it is float16/bfloat16, else unchanged.
-
-    float32 and float64 inputs are kept (float64 computes in float64).
-
-    Raises:
-        TypeError: If ``x`` is not a floating point tensor.
-    """
-    if not x.is_floating_point():
-        raise TypeError(f'Logits must be a floating point tensor, got {x.dtype}.')
-    if x.dtype in (torch.float16, torch.bfloat16):
-        return x.float()
-    return x
-
-
-def check_logits(preds_S: Tensor, preds_T: Tensor, name: str = 'loss') -> None:
-    """Checks that student and teacher logits are ``(N, C, *S)`` and alike.
-
-    Raises:
-        ValueError: If the shapes differ or have fewer than two dimensions.
-    """
-    if preds_S.dim() < 2:
-        raise ValueError(f'{name}: logits must be (N, C) or (N, C, *S), got shape '
-                         f'{tuple(preds_S.shape)}.')
-    if preds_S.shape != preds_T.shape:
-        raise ValueError(f'{name}: student logits {tuple(preds_S.shape)} and teacher logits '
-                         f'{tuple(preds_T.shape)} must have the same shape.')
-
-
-def row_shape(logits: Tensor) -> Tuple[int, ...]:
-    """Shape of the row map of ``logits``: ``(N, *S)`` for ``(N, C, *S)``."""
-    return (logits.shape[0], ) + tuple(logits.shape[2:])
-
-
-def standardize_logits(logits: Tensor, eps: float = 1e-7) -> Tensor:
-    """Z-score of every row along the class axis (logit standardisation).
-
-    ``(z - mean_c z) / (std_c z + eps)`` with the unbiased standard deviation
-    (divides by ``C - 1``), as in Sun et al., "Logit Standardization in
-    Knowledge Distillation", CVPR 2024. Constant rows become zeros.
-
-    Args:
-        logits (Tensor): ``(N, C, *S)`` logits.
-        eps (float): Added to the standard deviation. Defaults to 1e-7.
-
-    Returns:
-        Tensor: Standardised logits, same shape.
-    """
-    centred = logits - logits.mean(dim=1, keepdim=True)
-    if logits.shape[1] < 2:  # the unbiased std is undefined; the row is constant
-        return centred
-    std = centred.square().sum(dim=1, keepdim=True).div(logits.shape[1] - 1).sqrt()
-    return centred / (std + eps)
-
-
-def prepare_logits(preds_S: Tensor,
-                   preds_T: Optional[Tensor],
-                   logit_stand: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
-    """Upcasts to float32, detaches the teacher and optionally standardises.
-
-    Must be called inside :func:`fp32_compute`.
-
-    Returns:
-        tuple[Tensor, Tensor | None]: Student and (detached) teacher logits.
-    """
-    s = upcast(preds_S)
-    t = None if preds_T is None else upcast(preds_T.detach())
-    if logit_stand:
-        s = standardize_logits(s)
-        if t is not None:
-            t = standardize_logits(t)
-    return s, t
-
-
-# ---------------------------------------------------------------------------
-# masks and reductions
-# ---------------------------------------------------------------------------
-def _as_row_map(x: Tensor, shape: Tuple[int, ...], what: str) -> Tensor:
-    if tuple(x.shape) == shape:
-        return x
-    if x.numel() == 1 and len(shape) == 1 and shape[0] == 1:
-        return x.reshape(shape)
-    raise ValueError(f'{what} must have the shape of the logits without the class axis '
-                     f'{shape}, got {tuple(x.shape)}.')
-
-
-def valid_rows(target: Optional[Tensor], weight: Optional[Tensor], ignore_index: Optional[int],
-               shape: Tuple[int, ...]) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-    """Mask of valid rows and a target that is safe to index with.
-
-    A row is valid unless its target equals ``ignore_index`` or its weight is
-    exactly 0. Ignored rows get target 0 in the returned target, so that
-    ``gather`` never sees an out-of-range index; their loss is masked later.
-
-    Args:
-        target (Tensor | None): Class indices, ``(N, *S)``.
-        weight (Tensor | None): Per-row weights, ``(N, *S)``.
-        ignore_index (int | None): Target value of ignored rows.
-        shape (tuple[int]): The row shape ``(N, *S)``.
-
-    Returns:
-        tuple[Tensor | None, Tensor | None]: Boolean mask ``(N, *S)`` (None when
-        every row is valid, the fast path) and the sanitised target.
-    """
-    valid = None
-    if target is not None:
-        target = _as_row_map(target, shape, 'target')
-        if target.is_floating_point() or target.is_complex():
-            raise TypeError(f'target must hold integer class indices, got {target.dtype}.')
-        target = target.long()
-        if ignore_index is not None:
-            valid = target != ignore_index
-    if weight is not None:
-        weight = _as_row_map(weight, shape, 'weight')
-        nonzero = weight != 0
-        valid = nonzero if valid is None else valid & nonzero
-    if target is not None and valid is not None:
-        target = target.masked_fill(~valid, 0)
-    return valid, target
-
-
-def check_positive(name: str, value: float) -> float:
-    """Returns ``value`` if it is a positive number, else raises ValueError."""
-    if not value > 0:
-        raise ValueError(f'{name} must be positive, got {value}.')
-    return value
-
-
-def check_reduction(reduction: str, allowed: Tuple[str, ...] = _REDUCTIONS) -> str:
-    """Validates a reduction name."""
-    if reduction not in allowed:
-        raise ValueError(f'reduction must be one of {allowed}, got {reduction!r}.')
-    return reduction
-
-
-def graph_zero(x: Tensor) -> Tensor:
-    """An exact 0 that is connected to the graph of ``x`` (never NaN).
-
-    Sums an empty slice of ``x``, so even inf/NaN entries of ``x`` cannot leak
-    into the value or the (all-zero) gradient.
-    """
-    return x.reshape(-1).narrow(0, 0, 0).sum()
-
-
-def reduce_rows(loss: Tensor,
-                valid: Optional[Tensor] = None,
-                weight: Optional[Tensor] = None,
-                reduction: str = 'mean',
-                avg_factor: Optional[Union[float, Tensor]] = None) -> Tensor:
-    """Weights, masks and reduces a row map of per-row loss values.
-
-    Args:
-        loss (Tensor): Per-row values ``(N, *S)``.
-        valid (Tensor | None): Boolean row mask; invalid rows contribute an exact
-            0 (even if their value is not finite). None means all rows.
-        weight (Tensor | None): Per-row weights ``(N, *S)``.
-        reduction (str): ``'none'``, ``'mean'`` or ``'sum'``. ``'mean'`` divides
-            the weighted sum by the number of valid rows (at least 1, so that no
-            valid row gives 0, not NaN). Defaults to ``'mean'``.
-        avg_factor (float | Tensor | None): Replaces the number of valid rows in
-            ``'mean'``. Not allowed with ``'sum'``. Defaults to None.
-
-    Returns:
-        Tensor: The row map for ``'none'``, else a scalar.
-    """
-    check_reduction(reduction)
-    if weight is not None:
-        loss = loss * weight.to(loss.dtype)
-    if valid is not None:
-        loss = torch.where(valid, loss, loss.new_zeros(()))
-    if reduction == 'none':
-        return loss
-    if avg_factor is not None and reduction == 'sum':
-        raise ValueError('avg_factor can not be used with reduction="sum".')
-    total = loss.sum()
-    if reduction == 'sum':
-        return total
-    if avg_factor is None:
-        count = valid.sum() if valid is not None else loss.numel()
-        if isinstance(count, Tensor):
-            return total / count.clamp(min=1).to(total.dtype)
-        return total / max(count, 1)
-    eps = torch.finfo(total.dtype).eps
-    if isinstance(avg_factor, Tensor):
-        return total / avg_factor.to(total.dtype).clamp(min=eps)
-    return total / max(float(avg_factor), eps)
-
-
-# ---------------------------------------------------------------------------
-# restricted softmax KL
-# ---------------------------------------------------------------------------
 #: exp() of anything below this is treated as this; exp(-80) = 1.8e-35 is far below
 #: the float32 resolution of a softmax sum (which is at least 1), and it keeps
 #: every argument in the fast vectorised range of exp (no underflow, no denormal).
@@ -499,9 +285,3 @@ def binary_kl(log_p_t: Tensor, log_1mp_t: Tensor, log_p_s: Tensor, log_1mp_s: Te
     second = torch.where(q_t > 0, q_t * (log_1mp_t - log_1mp_s), zero)
     return first + second
 
-
-def as_row_param(value: Scalar, like: Tensor) -> Scalar:
-    """A per-row coefficient (float or tensor) cast to the dtype of ``like``."""
-    if isinstance(value, Tensor):
-        return value.to(like.dtype)
-    return float(value)
