@@ -6,9 +6,10 @@ and with distillation (ReKD by default), evaluates all three with mmdet's COCO
 metric, prints a table and writes a plot of the loss curves and the mAPs.
 Every artefact lands in one work directory, named at the end. All training
 goes through ``tools/train.py`` and ``tools/test.py``, as a user runs them.
-The models are trained from scratch with :mod:`mmkd.testing.recipes` (AdamW,
+The models are trained from scratch with :mod:`mmkd.recipes` (AdamW,
 64-channel FPN); the distiller takes the settings of
-``configs/<method>/faster-rcnn_*.py``.
+``configs/<method>/faster-rcnn_*.py``. The work directory defaults to
+``work_dirs/demo`` of the current directory, as ``tools/train.py``'s do.
 
     python tools/demo.py                      # ReKD, ~15 min on 2 CPU cores
     python tools/demo.py --method dkd --quick # any method; --quick: a smoke run
@@ -27,17 +28,18 @@ import warnings
 from typing import Dict, List, Optional
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
-from mmkd.datasets import make_det  # noqa: E402
-from mmkd.testing import ROOT, det_overrides, write_config  # noqa: E402
-from mmkd.testing.recipes import (  # noqa: E402
+from mmkd.datasets import det_overrides, make_det  # noqa: E402
+from mmkd.recipes import (  # noqa: E402
     adamw_schedule,
     distiller_settings,
     method_configs,
     scratch_detector,
+    write_config,
 )
+from mmkd.resources import tools_dir  # noqa: E402
 
 #: Every method with a Faster R-CNN config; the demo takes its distiller settings.
-METHODS: Dict[str, str] = method_configs('configs/*/faster-rcnn*_coco.py', ROOT)
+METHODS: Dict[str, str] = method_configs('*/faster-rcnn*_coco.py')
 FASTER_RCNN = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
 
 
@@ -49,10 +51,11 @@ def schedule(iters_per_epoch: int, epochs: int) -> dict:
 
 
 def run(args: List[str], log_path: str, label: str) -> float:
-    """Runs a tool, mirroring its progress lines; returns the wall time."""
+    """Runs ``tools/<args>``, mirroring its progress lines; returns the wall time."""
     start = time.time()
     with open(log_path, 'w') as log:
-        proc = subprocess.Popen([sys.executable] + args, cwd=ROOT, stdout=subprocess.PIPE,
+        tool = osp.join(tools_dir(), args[0])
+        proc = subprocess.Popen([sys.executable, tool] + args[1:], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True,
                                 env=dict(os.environ, PYTHONUNBUFFERED='1'))
         for line in proc.stdout:
@@ -123,7 +126,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--method', default='rekd', choices=sorted(METHODS))
-    parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'demo'))
+    parser.add_argument('--work-dir', default=osp.join('work_dirs', 'demo'))
     parser.add_argument('--epochs', type=int, default=None,
                         help='student epochs (teacher: 2x); default 8, 1 with --quick')
     parser.add_argument('--num-train', type=int, default=None)
@@ -171,9 +174,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         n_ep = t_epochs if name == 'teacher' else epochs
         print(f'{i + 2}/4 training {label} for {n_ep} epochs ({iters} iterations each)',
               flush=True)
-        times[name] = run(['tools/train.py', cfg, '--work-dir', sub],
+        times[name] = run(['train.py', cfg, '--work-dir', sub],
                           osp.join(work, f'{name}_train.log'), label)
-        run(['tools/test.py', cfg, osp.join(sub, f'epoch_{n_ep}.pth'), '--work-dir', sub],
+        run(['test.py', cfg, osp.join(sub, f'epoch_{n_ep}.pth'), '--work-dir', sub],
             osp.join(work, f'{name}_test.log'), label)
         curves[label] = loss_curve(sub)
         results.append(dict(model=label, bbox_mAP=bbox_map(osp.join(work, f'{name}_test.log')),

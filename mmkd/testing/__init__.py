@@ -1,13 +1,9 @@
-"""Helpers for tests, the demo and benchmarks: synthetic-data config overrides."""
-from .configs import (
-                      cfg_options,
-                      cls_overrides,
-                      det_overrides,
-                      no_pretrained,
-                      seg_overrides,
-                      write_config,
-)
-from .tools import ROOT, run_tool
+"""Test helpers: run mmkd's tools in a subprocess.
 
-__all__ = ['det_overrides', 'seg_overrides', 'cls_overrides', 'no_pretrained', 'write_config',
-           'cfg_options', 'run_tool', 'ROOT']
+The synthetic data and its config overrides are in :mod:`mmkd.datasets`, the
+from-scratch recipes in :mod:`mmkd.recipes`, the shipped configs and tools are
+found by :mod:`mmkd.resources`.
+"""
+from .tools import ROOT, cfg_options, run_tool
+
+__all__ = ['run_tool', 'cfg_options', 'ROOT']

@@ -8,15 +8,16 @@ import sys
 import pytest
 import torch
 
+from mmkd.recipes import distiller_settings, method_configs
+from mmkd.resources import configs_dir, tools_dir
 from mmkd.testing import run_tool
-from mmkd.testing.recipes import distiller_settings, method_configs
-from mmkd.testing.tools import ROOT
 
 TOOL = 'tools/analysis_tools/benchmark_accuracy.py'
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location('benchmark_accuracy', osp.join(ROOT, TOOL))
+    path = osp.join(tools_dir(), 'analysis_tools', 'benchmark_accuracy.py')
+    spec = importlib.util.spec_from_file_location('benchmark_accuracy', path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclass looks its module up
     spec.loader.exec_module(module)
@@ -46,18 +47,37 @@ def test_summary_statistics_by_hand():
 
 
 def test_method_discovery_names_and_settings():
-    det = method_configs('configs/*/faster-rcnn*_coco.py', ROOT)
+    """A method is named by its config folder, and found in :func:`configs_dir` by default."""
+    det = method_configs('*/faster-rcnn*_coco.py')
     assert sorted(det) == ['dist', 'dkd', 'kd', 'ls-kd', 'rekd', 'rld', 'sdd']
-    cls = method_configs('configs/*/resnet*_in1k.py', ROOT)
+    assert det['ls-kd'] == osp.join(configs_dir(), 'ls-kd', 'faster-rcnn_r101_r50_coco.py')
+    cls = method_configs('*/resnet*_in1k.py')
     assert {'lightskd', 'ls-kd', 'ls-dkd', 'sdd'} <= set(cls)
-    assert cls['ls-dkd'].endswith('configs/ls/resnet-dkd_r34_r18_in1k.py')
-    seg = method_configs('configs/*/pspnet_*_cityscapes.py', ROOT)
+    assert cls['ls-dkd'].endswith('configs/ls-dkd/resnet_r34_r18_in1k.py')
+    assert cls['ls-kd'].endswith('configs/ls-kd/resnet_r34_r18_in1k.py')
+    seg = method_configs('*/pspnet_*_cityscapes.py')
     assert sorted(seg) == ['cwd', 'dist', 'dkd', 'kd', 'rekd', 'rld']
     # The benchmark takes a method's distiller settings, not its models or checkpoint.
     rekd = distiller_settings(det['rekd'])
     assert rekd['type'] == 'mmkd.TwoStageDistiller'
     assert rekd['distill_losses']['rekd']['k'] == 5
     assert not {'student', 'teacher', 'teacher_ckpt'} & set(rekd)
+
+
+def test_method_discovery_in_another_folder(tmp_path):
+    """``configs=`` searches another folder; ``_base_`` is skipped; two configs of one
+    folder matching the pattern are an error (the folder is the name)."""
+    for rel in ('kd/resnet_r34_r18_in1k.py', '_base_/resnet_x.py', 'ls-dkd/resnet_r34_r18_in1k.py',
+                'ls-dkd/faster-rcnn_r101_r50_coco.py'):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_text('')
+    found = method_configs('*/resnet*.py', configs=str(tmp_path))
+    assert found == {'kd': str(tmp_path / 'kd/resnet_r34_r18_in1k.py'),
+                     'ls-dkd': str(tmp_path / 'ls-dkd/resnet_r34_r18_in1k.py')}
+    (tmp_path / 'kd' / 'resnet_r50_r18_in1k.py').write_text('')
+    with pytest.raises(ValueError, match='several configs of kd: resnet_r34_r18_in1k.py, '
+                                         'resnet_r50_r18_in1k.py'):
+        method_configs('*/resnet*.py', configs=str(tmp_path))
 
 
 @pytest.mark.slow
@@ -88,9 +108,8 @@ def test_scratch_recipe_trains_every_layer(tmp_path):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
+    from mmkd.recipes import adamw_schedule, scratch_detector, write_config
     from mmkd.registry import MODELS
-    from mmkd.testing import write_config
-    from mmkd.testing.recipes import adamw_schedule, scratch_detector
     path = write_config(str(tmp_path / 'det.py'),
                         'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
                         {'model': scratch_detector(18, 6), **adamw_schedule(5, iters_per_epoch=40)})

@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmkd.testing import run_tool
-from mmkd.testing.tools import ROOT
+from mmkd.testing import ROOT, run_tool
 
 TOOL = 'tools/analysis_tools/benchmark_distill.py'
 

@@ -16,7 +16,8 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import HOOKS, MODELS, init_default_scope
 from mmpretrain.structures import DataSample
 
-from mmkd.testing import ROOT, no_pretrained
+from mmkd.recipes import no_pretrained
+from mmkd.testing import ROOT
 
 CLS_CONFIGS = sorted(
     osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'configs/*/*.py'))

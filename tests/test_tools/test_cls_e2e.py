@@ -10,8 +10,10 @@ import re
 import pytest
 import torch
 
+from mmkd.datasets import cls_overrides
 from mmkd.models.distillers import build_model_from_cfg
-from mmkd.testing import cls_overrides, run_tool, write_config
+from mmkd.recipes import write_config
+from mmkd.testing import run_tool
 
 
 def _metric(log: str, key: str) -> float:

@@ -24,9 +24,10 @@ from mmengine.dataset import pseudo_collate
 from mmengine.optim import OptimWrapper
 from mmengine.registry import init_default_scope
 
+from mmkd.datasets import det_overrides
+from mmkd.recipes import no_pretrained, write_config
 from mmkd.registry import MODELS
-from mmkd.testing import det_overrides, no_pretrained, run_tool, write_config
-from mmkd.testing.tools import ROOT
+from mmkd.testing import ROOT, run_tool
 
 MMDET_TEST = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'test.py')
 ONE_THREAD = dict(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')

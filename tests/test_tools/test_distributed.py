@@ -43,8 +43,10 @@ import sys
 import pytest
 import torch
 
+from mmkd.datasets import cls_overrides
 from mmkd.models.distillers import build_model_from_cfg
-from mmkd.testing import ROOT, cls_overrides, run_tool, write_config
+from mmkd.recipes import write_config
+from mmkd.testing import ROOT, run_tool
 
 ATOL = 1e-5
 BATCH = 4  # per process; the single process gets 2 * BATCH

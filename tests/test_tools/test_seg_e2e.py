@@ -13,7 +13,9 @@ import re
 import pytest
 import torch
 
-from mmkd.testing import cfg_options, run_tool, seg_overrides, write_config
+from mmkd.datasets import seg_overrides
+from mmkd.recipes import write_config
+from mmkd.testing import cfg_options, run_tool
 
 CONFIG = 'configs/dist/pspnet_r101_r18_cityscapes.py'
 CROP = (64, 128)

@@ -10,7 +10,9 @@ import re
 import pytest
 import torch
 
-from mmkd.testing import cls_overrides, det_overrides, run_tool, seg_overrides, write_config
+from mmkd.datasets import cls_overrides, det_overrides, seg_overrides
+from mmkd.recipes import write_config
+from mmkd.testing import run_tool
 
 
 def _metric(log: str, key: str) -> float:
@@ -110,8 +112,8 @@ def test_test_tool_skips_the_teacher_checkpoint(cls_data, tmp_path):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
+    from mmkd.recipes import no_pretrained
     from mmkd.registry import MODELS
-    from mmkd.testing import no_pretrained
     overrides = cls_overrides(cls_data, size=32, batch_size=4)
     overrides['model'] = dict(teacher_ckpt='/nonexistent/teacher.pth')
     cfg_path = write_config(str(tmp_path / 'kd.py'), 'configs/kd/resnet_r34_r18_in1k.py',

@@ -6,8 +6,9 @@ the same small student without distillation (the baseline) and with every
 method that has a shipped config for the task, once per seed. Each method
 keeps the distiller settings of its config (``configs/<method>/...``: loss
 type, temperature, weights); only models, data and schedule are the small
-from-scratch ones of :mod:`mmkd.testing.recipes`. Writes, in the work
-directory, ``results.jsonl`` (one line per run; a re-run skips what is there),
+from-scratch ones of :mod:`mmkd.recipes`. Writes, in the work directory
+(default ``work_dirs/benchmark_accuracy`` of the current directory),
+``results.jsonl`` (one line per run; a re-run skips what is there),
 ``benchmark_accuracy.md`` (mean and standard deviation over seeds, the gain
 over the baseline, the seeds on which a method beat the baseline) and
 ``benchmark_accuracy.png``. The default run covers classification (3 seeds)
@@ -33,19 +34,20 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
-from mmkd.datasets import make_cls, make_det, make_seg  # noqa: E402
-from mmkd.testing import (  # noqa: E402
-    ROOT,
+from mmkd.datasets import (  # noqa: E402
     cls_overrides,
     det_overrides,
+    make_cls,
+    make_det,
+    make_seg,
     seg_overrides,
-    write_config,
 )
-from mmkd.testing.recipes import (  # noqa: E402
+from mmkd.recipes import (  # noqa: E402
     adamw_schedule,
     distiller_settings,
     method_configs,
     scratch_detector,
+    write_config,
 )
 
 
@@ -59,7 +61,8 @@ class Task:
         metric: The evaluator's key of the reported metric.
         scale: Factor from the metric to the reported number (100 for %).
         unit: The reported number's name.
-        pattern: Glob of the method configs whose distiller settings are used.
+        pattern: Glob of the method configs whose distiller settings are used, relative
+            to the configs folder (:func:`mmkd.recipes.method_configs`).
         base: The config the teacher and the student inherit.
         make: ``make(work, quick) -> dict(info, data, length, iters_per_epoch)``: the
             generated data, its config overrides, the student's epochs (iterations
@@ -143,14 +146,14 @@ TASKS: Dict[str, Task] = {
     t.name: t
     for t in (
         Task('cls', 'Classification (mmpretrain ResNet-18, width 32 -> width 8)',
-             'accuracy/top1', 1.0, 'top-1 (%)', 'configs/*/resnet*_in1k.py',
+             'accuracy/top1', 1.0, 'top-1 (%)', '*/resnet*_in1k.py',
              'mmpretrain::resnet/resnet18_8xb32_in1k.py', cls_data, cls_model),
         Task('seg', 'Semantic segmentation (mmseg PSPNet R50-D8 -> R18-D8, 64-channel heads)',
-             'mIoU', 1.0, 'mIoU (%)', 'configs/*/pspnet_*_cityscapes.py',
+             'mIoU', 1.0, 'mIoU (%)', '*/pspnet_*_cityscapes.py',
              'mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py', seg_data,
              seg_model, by_epoch=False),
         Task('det', 'Detection (mmdet Faster R-CNN R50-FPN -> R18-FPN, 64-channel FPN)',
-             'coco/bbox_mAP', 100.0, 'bbox mAP (%)', 'configs/*/faster-rcnn*_coco.py',
+             'coco/bbox_mAP', 100.0, 'bbox mAP (%)', '*/faster-rcnn*_coco.py',
              'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', det_data, det_model),
     )
 }
@@ -232,7 +235,7 @@ def run_task(task: Task, work: str, methods: Optional[Sequence[str]], seeds: Seq
     work = osp.join(work, task.name)
     os.makedirs(work, exist_ok=True)
     setup = task.make(work, quick)
-    configs = method_configs(task.pattern, ROOT)
+    configs = method_configs(task.pattern)
     chosen = [m for m in configs if not methods or m in methods]
     teacher_len = setup['length'] * 2
     teacher_cfg = plain_config(task, setup, 'teacher', work, teacher_len)
@@ -329,7 +332,7 @@ def plot(rows: List[dict], tasks: Sequence[str], path: str) -> Optional[str]:
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'benchmark_accuracy'))
+    parser.add_argument('--work-dir', default=osp.join('work_dirs', 'benchmark_accuracy'))
     parser.add_argument('--tasks', nargs='+', default=DEFAULT_TASKS, choices=list(TASKS),
                         help=f'default: {" ".join(DEFAULT_TASKS)} (seg: see SEG_NOTE)')
     parser.add_argument('--methods', nargs='+', default=None,

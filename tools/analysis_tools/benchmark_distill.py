@@ -67,8 +67,7 @@ import time
 
 import torch
 
-ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 from mmkd.utils.memory import reset_peak_rss, rss_mib  # noqa: E402
 
 DEFAULT_SIZE = dict(mmdet=128, mmseg=64, mmpretrain=32)
@@ -100,7 +99,8 @@ def prepare_config(args, workdir: str):
     the input size."""
     from mmengine.config import Config
 
-    from mmkd.testing import cls_overrides, det_overrides, seg_overrides, write_config
+    from mmkd.datasets import cls_overrides, det_overrides, seg_overrides
+    from mmkd.recipes import write_config
     cfg = Config.fromfile(args.config)
     if not isinstance(cfg.get('model'), dict) or 'student' not in cfg.model:
         raise ValueError(f'{args.config} is not a distiller config (no model.student)')
@@ -133,7 +133,7 @@ def prepare_config(args, workdir: str):
 def load_config(path: str, args):
     from mmengine.config import Config
 
-    from mmkd.testing import no_pretrained
+    from mmkd.recipes import no_pretrained
     cfg = Config.fromfile(path)
     cfg.merge_from_dict(args.cfg_options)
     if not args.real_data:

@@ -16,9 +16,10 @@ from mmengine.hub import get_config
 from mmengine.optim import OptimWrapper
 from mmengine.registry import init_default_scope
 
+from mmkd.datasets import det_overrides
+from mmkd.recipes import no_pretrained
 from mmkd.registry import MODELS
-from mmkd.testing import det_overrides, no_pretrained
-from mmkd.testing.tools import ROOT
+from mmkd.testing import ROOT
 
 RETINA_CONFIGS = ['configs/kd/retinanet_r101_r50_coco.py',
                   'configs/dist/retinanet_r101_r50_coco.py']

@@ -20,10 +20,11 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from mmengine.structures import PixelData
 
+from mmkd.datasets import seg_overrides
 from mmkd.models.distillers.seg_distiller import SegDistiller, seg_labels
 from mmkd.models.losses import KDLoss
+from mmkd.recipes import no_pretrained
 from mmkd.registry import MODELS
-from mmkd.testing import no_pretrained, seg_overrides
 
 pytest.importorskip('mmseg')
 from mmseg.structures import SegDataSample  # noqa: E402

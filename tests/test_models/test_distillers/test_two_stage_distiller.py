@@ -18,10 +18,11 @@ from mmengine.dataset import pseudo_collate
 from mmengine.optim import OptimWrapper
 from mmengine.registry import init_default_scope
 
+from mmkd.datasets import det_overrides
 from mmkd.models.distillers.sdd_roi import double_res_extractor, roi_view_logits
+from mmkd.recipes import no_pretrained
 from mmkd.registry import MODELS
-from mmkd.testing import det_overrides, no_pretrained
-from mmkd.testing.tools import ROOT
+from mmkd.testing import ROOT
 
 RCNN_CONFIGS = sorted(
     osp.relpath(p, ROOT) for pattern in ('faster-rcnn*_coco.py', 'mask-rcnn*_coco.py')

@@ -1,25 +1,26 @@
-"""Point real mmdet / mmseg / mmpretrain configs at the synthetic shapes data.
+"""Config overrides that point real mmdet / mmseg / mmpretrain configs at the shapes data.
 
-Tests, the demo and the benchmarks train shipped configs on the generated
-datasets of :mod:`mmkd.datasets.synthetic` at small sizes. These helpers
-return the top-level overrides (nested dicts, merged into the base config the
-way a child config merges into its ``_base_``) and write them as a config
-file that inherits the real one::
+Tests, the demo and the benchmarks train shipped configs on the datasets that
+:mod:`mmkd.datasets.synthetic` generates, at small sizes. ``det_overrides``,
+``seg_overrides`` and ``cls_overrides`` return the top-level overrides of a
+config (nested dicts, merged into the base config the way a child config
+merges into its ``_base_``): the dataloaders, the evaluators and a short
+schedule. :func:`mmkd.recipes.write_config` writes them as a config file that
+inherits the real one::
+
+    from mmkd.datasets import det_overrides, make_det
+    from mmkd.recipes import write_config
+    from mmkd.resources import configs_dir
 
     info = make_det('/tmp/shapes/det', num_train=8, num_val=4)
-    path = write_config('/tmp/cfg.py', 'configs/rekd/faster-rcnn_r101_r50_coco.py',
-                        det_overrides(info, scale=(128, 128)),
+    rekd = osp.join(configs_dir(), 'rekd', 'faster-rcnn_r101_r50_coco.py')
+    path = write_config('/tmp/cfg.py', rekd, det_overrides(info, scale=(128, 128)),
                         extra="model.update(teacher_ckpt=None)")
-
-Nothing here downloads: pretrained ``init_cfg`` is removed with
-:func:`no_pretrained` where a test builds a model.
 """
 from __future__ import annotations
 
-import os
 import os.path as osp
-import pprint
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Tuple
 
 Overrides = Dict[str, Any]
 
@@ -164,57 +165,3 @@ def cls_overrides(info: dict, size: int = 32, batch_size: int = 4,
         train_cfg=dict(max_epochs=max_epochs, val_interval=max_epochs),
         default_hooks=dict(logger=dict(interval=1)),
         log_processor=dict(window_size=1))
-
-
-def no_pretrained(cfg: Any) -> Any:
-    """Removes pretrained weights from a model config (recursively, in place).
-
-    Clears every ``init_cfg`` of type ``Pretrained`` (mmdet, mmpretrain) and
-    every string ``pretrained=`` (mmseg's ``EncoderDecoder``).
-    """
-    if isinstance(cfg, dict):
-        init = cfg.get('init_cfg')
-        if isinstance(init, dict) and init.get('type') == 'Pretrained':
-            cfg['init_cfg'] = None
-        if isinstance(cfg.get('pretrained'), str):
-            cfg['pretrained'] = None
-        for v in cfg.values():
-            no_pretrained(v)
-    elif isinstance(cfg, (list, tuple)):
-        for v in cfg:
-            no_pretrained(v)
-    return cfg
-
-
-def write_config(path: str, base: str, overrides: Overrides,
-                 extra: Optional[str] = None) -> str:
-    """Writes a config file that inherits ``base`` and applies ``overrides``.
-
-    Args:
-        path (str): Where to write the config.
-        base (str): The base config: a file path, or ``'mmdet::...'``.
-        overrides (dict): Top-level keys to merge into the base.
-        extra (str, optional): Python lines appended verbatim (they may use
-            ``_base_``). Defaults to None.
-    """
-    base_ref = base if '::' in base else osp.abspath(base)
-    lines = [f'_base_ = [{base_ref!r}]']
-    for key, value in overrides.items():
-        lines.append(f'{key} = {pprint.pformat(value, width=100, sort_dicts=False)}')
-    if extra:
-        lines.append(extra)
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with open(path, 'w') as f:
-        f.write('\n'.join(lines) + '\n')
-    return path
-
-
-def cfg_options(flat: Dict[str, Any]) -> Sequence[str]:
-    """Renders ``{'a.b': 1}`` as ``--cfg-options`` arguments (``a.b=1``)."""
-    out = []
-    for k, v in flat.items():
-        if isinstance(v, (tuple, list)):
-            v = '[' + ','.join(str(x) for x in v) + ']' if isinstance(v, list) else \
-                '(' + ','.join(str(x) for x in v) + ',)'
-        out.append(f'{k}={v}')
-    return out

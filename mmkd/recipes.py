@@ -1,4 +1,13 @@
-"""Small from-scratch training recipes for the demo and the accuracy benchmark.
+"""Small from-scratch training recipes, as used by ``tools/demo.py`` and the accuracy benchmark.
+
+A recipe is a set of top-level overrides of a shipped config (nested dicts,
+merged the way a child config merges into its ``_base_``);
+:func:`write_config` writes one as a config file that inherits the shipped
+config, :func:`no_pretrained` drops the pretrained weights a config would
+download, :func:`method_configs` finds mmkd's method configs (in a checkout or
+an installed wheel) and :func:`distiller_settings` takes a method's distiller
+settings out of its config, to be put on other models. The data overrides for
+the synthetic shapes datasets are in :mod:`mmkd.datasets`.
 
 The shipped configs assume ImageNet-pretrained backbones and hundreds of
 thousands of iterations. On the synthetic shapes data, trained from scratch on
@@ -18,7 +27,13 @@ only widths, optimiser and schedule differ from the shipped configs.
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+import glob
+import os
+import os.path as osp
+import pprint
+from typing import Any, Dict, Optional
+
+from .resources import configs_dir
 
 Overrides = Dict[str, Any]
 
@@ -76,28 +91,34 @@ def adamw_schedule(max_iters: int, lr: float = 1e-3, by_epoch: bool = True,
         ])
 
 
-def method_configs(pattern: str, root: str) -> Dict[str, str]:
+def method_configs(pattern: str, configs: Optional[str] = None) -> Dict[str, str]:
     """The shipped method configs matching ``pattern``, by method name.
 
-    The name is the config's folder (``configs/rekd/faster-rcnn_r101_r50_coco.py``
-    -> ``rekd``); a folder with several configs of one task (logit
-    standardisation: ``configs/ls/faster-rcnn-kd_*.py``) adds the part of the
-    file name after the model name (``ls-kd``).
+    The method name is the config's folder (``rekd/faster-rcnn_r101_r50_coco.py``
+    -> ``rekd``, ``ls-kd/resnet_r34_r18_in1k.py`` -> ``ls-kd``); folders whose
+    name starts with ``_`` (``_base_``) are skipped.
 
     Args:
-        pattern (str): A glob relative to ``root``, e.g. ``'configs/*/faster-rcnn*_coco.py'``.
-        root (str): The mmkd repository (or package) root.
+        pattern (str): A glob relative to the configs folder, e.g.
+            ``'*/faster-rcnn_*_coco.py'``.
+        configs (str, optional): The configs folder. Defaults to
+            :func:`mmkd.resources.configs_dir` (the checkout's ``configs/`` or
+            the installed package's copy).
+
+    Raises:
+        ValueError: If a folder has several configs matching ``pattern`` (the
+            name would not say which one).
     """
-    import glob
-    import os.path as osp
     found: Dict[str, str] = {}
-    model_name = osp.basename(pattern).split('*')[0].rstrip('-_')
+    root = configs_dir() if configs is None else configs
     for path in sorted(glob.glob(osp.join(root, pattern))):
-        folder = osp.basename(osp.dirname(path))
-        if folder.startswith('_'):
+        method = osp.basename(osp.dirname(path))
+        if method.startswith('_'):
             continue
-        variant = osp.basename(path).split('_')[0][len(model_name):].lstrip('-')
-        found[f'{folder}-{variant}' if variant else folder] = path
+        if method in found:
+            raise ValueError(f'{pattern!r} matches several configs of {method}: '
+                             f'{osp.basename(found[method])}, {osp.basename(path)}')
+        found[method] = path
     return found
 
 
@@ -115,3 +136,46 @@ def distiller_settings(config_path: str) -> Overrides:
     for key in ('student', 'teacher', 'teacher_ckpt', 'data_preprocessor'):
         model.pop(key, None)
     return model
+
+
+def no_pretrained(cfg: Any) -> Any:
+    """Removes pretrained weights from a model config (recursively, in place).
+
+    Clears every ``init_cfg`` of type ``Pretrained`` (mmdet, mmpretrain) and
+    every string ``pretrained=`` (mmseg's ``EncoderDecoder``).
+    """
+    if isinstance(cfg, dict):
+        init = cfg.get('init_cfg')
+        if isinstance(init, dict) and init.get('type') == 'Pretrained':
+            cfg['init_cfg'] = None
+        if isinstance(cfg.get('pretrained'), str):
+            cfg['pretrained'] = None
+        for v in cfg.values():
+            no_pretrained(v)
+    elif isinstance(cfg, (list, tuple)):
+        for v in cfg:
+            no_pretrained(v)
+    return cfg
+
+
+def write_config(path: str, base: str, overrides: Overrides,
+                 extra: Optional[str] = None) -> str:
+    """Writes a config file that inherits ``base`` and applies ``overrides``.
+
+    Args:
+        path (str): Where to write the config.
+        base (str): The base config: a file path, or ``'mmdet::...'``.
+        overrides (dict): Top-level keys to merge into the base.
+        extra (str, optional): Python lines appended verbatim (they may use
+            ``_base_``). Defaults to None.
+    """
+    base_ref = base if '::' in base else osp.abspath(base)
+    lines = [f'_base_ = [{base_ref!r}]']
+    for key, value in overrides.items():
+        lines.append(f'{key} = {pprint.pformat(value, width=100, sort_dicts=False)}')
+    if extra:
+        lines.append(extra)
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return path
