@@ -1,11 +1,13 @@
 """Argument checks shared by the mmkd losses.
 
 Shapes of student/teacher logits (:func:`check_logits`, :func:`row_shape`),
-positive hyper-parameters (:func:`check_positive`) and reduction names
+positive hyper-parameters (:func:`check_positive`), hyper-parameters with an
+alias keyword (:func:`resolve_alias`, :class:`Default`) and reduction names
 (:func:`check_reduction`). Every check raises a ``ValueError`` that names the
 offending argument.
 """
-from typing import Tuple
+import math
+from typing import Optional, Tuple
 
 from torch import Tensor
 
@@ -32,10 +34,52 @@ def row_shape(logits: Tensor) -> Tuple[int, ...]:
 
 
 def check_positive(name: str, value: float) -> float:
-    """Returns ``value`` if it is a positive number, else raises ValueError."""
-    if not value > 0:
-        raise ValueError(f'{name} must be positive, got {value}.')
+    """Returns ``value`` if it is a positive, finite number, else raises ValueError."""
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f'{name} must be positive and finite, got {value}.')
     return value
+
+
+class Default(float):
+    """The default value of a hyper-parameter that has an alias keyword.
+
+    A ``float`` equal to the value it holds (signatures show it as that
+    number), whose type tells :func:`resolve_alias` that the caller did not
+    pass the argument, so that ``temperature=4.0, tau=2.0`` is refused while
+    ``tau=2.0`` alone is not. Never stored: :func:`resolve_alias` returns a
+    plain float.
+    """
+
+    __slots__ = ()
+
+
+def resolve_alias(name: str, value: float, alias: str, alias_value: Optional[float]) -> float:
+    """The value of a hyper-parameter that may be given under an alias.
+
+    Every temperature-using loss accepts both ``temperature`` and ``tau``: one
+    is the documented name (``name``, whose default is a :class:`Default`),
+    the other an alias keyword (``alias``, default None).
+
+    Args:
+        name (str): The documented name, e.g. ``'temperature'``.
+        value (float): Its value; a :class:`Default` when not given.
+        alias (str): The alias name, e.g. ``'tau'``.
+        alias_value (float | None): The alias value; None when not given.
+
+    Returns:
+        float: The value, checked positive and finite.
+
+    Raises:
+        ValueError: If both are given with different values, or if the value
+            (either one) is not positive and finite.
+    """
+    if alias_value is None:
+        return float(check_positive(name, value))
+    check_positive(alias, alias_value)
+    if not isinstance(value, Default) and float(value) != float(alias_value):
+        raise ValueError(f'{name}={value} and its alias {alias}={alias_value} are both given, '
+                         f'with different values; give only one of them.')
+    return float(alias_value)
 
 
 def check_reduction(reduction: str, allowed: Tuple[str, ...] = _REDUCTIONS) -> str:

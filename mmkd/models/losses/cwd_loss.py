@@ -8,7 +8,7 @@ from torch import Tensor
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
-from .checks import check_positive
+from .checks import Default, resolve_alias
 from .kl_divergence import subset_kl
 from .reduction import reduce_rows
 
@@ -87,6 +87,7 @@ class ChannelWiseDivergence(BaseDistillLoss):
 
     Args:
         tau (float): Temperature. Defaults to 1.0.
+        temperature (float, optional): Alias of ``tau``. Defaults to None.
         loss_weight (float): Multiplies the loss. Defaults to 1.0.
         reduction (str): ``'mean'`` or ``'sum'``. Defaults to ``'mean'``.
         ignore_index (int | None): Pixels whose target equals it are excluded.
@@ -96,13 +97,15 @@ class ChannelWiseDivergence(BaseDistillLoss):
     reductions = ('mean', 'sum')
 
     def __init__(self,
-                 tau: float = 1.0,
+                 tau: float = Default(1.0),
                  loss_weight: float = 1.0,
                  reduction: str = 'mean',
-                 ignore_index: Optional[int] = 255) -> None:
+                 ignore_index: Optional[int] = 255,
+                 *,
+                 temperature: Optional[float] = None) -> None:
         self._refuse_none(reduction)
         super().__init__(loss_weight, reduction, ignore_index)
-        self.tau = check_positive('tau', tau)
+        self.tau = resolve_alias('tau', tau, 'temperature', temperature)
 
     @staticmethod
     def _refuse_none(reduction: Optional[str]) -> None:

@@ -9,7 +9,7 @@ from torch.autograd.function import once_differentiable
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
-from .checks import check_positive
+from .checks import Default, resolve_alias
 from .reduction import reduce_rows
 
 
@@ -234,6 +234,7 @@ class DISTLoss(BaseDistillLoss):
         beta (float): Weight of the inter-class term. Defaults to 1.0.
         gamma (float): Weight of the intra-class term. Defaults to 1.0.
         tau (float): Temperature. Defaults to 1.0.
+        temperature (float, optional): Alias of ``tau``. Defaults to None.
         use_sigmoid (bool): Elementwise sigmoid instead of softmax, for sigmoid
             heads. Defaults to False.
         gather_intra (bool): With ``torch.distributed`` initialised, compute the
@@ -255,18 +256,20 @@ class DISTLoss(BaseDistillLoss):
     def __init__(self,
                  beta: float = 1.0,
                  gamma: float = 1.0,
-                 tau: float = 1.0,
+                 tau: float = Default(1.0),
                  use_sigmoid: bool = False,
                  gather_intra: bool = False,
                  eps: float = 1e-8,
                  loss_weight: float = 1.0,
                  reduction: str = 'mean',
-                 ignore_index: Optional[int] = 255) -> None:
+                 ignore_index: Optional[int] = 255,
+                 *,
+                 temperature: Optional[float] = None) -> None:
         self._refuse_none(reduction)
         super().__init__(loss_weight, reduction, ignore_index)
         self.beta = beta
         self.gamma = gamma
-        self.tau = check_positive('tau', tau)
+        self.tau = resolve_alias('tau', tau, 'temperature', temperature)
         self.use_sigmoid = use_sigmoid
         self.gather_intra = gather_intra
         self.eps = eps

@@ -6,7 +6,7 @@ from torch import Tensor
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
-from .checks import check_positive
+from .checks import Default, resolve_alias
 from .kl_divergence import binary_kl, log_binary, subset_kl
 from .reduction import Scalar, as_row_param
 
@@ -65,6 +65,7 @@ class DKDLoss(BaseDistillLoss):
         alpha (float): TCKD weight. Defaults to 1.0.
         beta (float): NCKD weight. Defaults to 8.0.
         temperature (float): Temperature ``T``. Defaults to 4.0.
+        tau (float, optional): Alias of ``temperature``. Defaults to None.
         logit_stand (bool): Z-score both logits per row first (Sun et al.,
             CVPR 2024). Defaults to False.
         loss_weight (float): Multiplies the loss. Defaults to 1.0.
@@ -79,15 +80,17 @@ class DKDLoss(BaseDistillLoss):
     def __init__(self,
                  alpha: float = 1.0,
                  beta: float = 8.0,
-                 temperature: float = 4.0,
+                 temperature: float = Default(4.0),
                  logit_stand: bool = False,
                  loss_weight: float = 1.0,
                  reduction: str = 'mean',
-                 ignore_index: Optional[int] = 255) -> None:
+                 ignore_index: Optional[int] = 255,
+                 *,
+                 tau: Optional[float] = None) -> None:
         super().__init__(loss_weight, reduction, ignore_index, logit_stand)
         self.alpha = alpha
         self.beta = beta
-        self.temperature = check_positive('temperature', temperature)
+        self.temperature = resolve_alias('temperature', temperature, 'tau', tau)
 
     def loss_rows(self, s: Tensor, t: Tensor, target: Optional[Tensor]) -> Tensor:
         return dkd_loss(s, t, target, self.alpha, self.beta, self.temperature)

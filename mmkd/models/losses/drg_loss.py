@@ -6,7 +6,7 @@ from torch import Tensor
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
-from .checks import check_positive
+from .checks import Default, resolve_alias
 from .kd_loss import kd_loss
 
 
@@ -30,6 +30,7 @@ class DRGLoss(BaseDistillLoss):
 
     Args:
         temperature (float): Temperature ``T``. Defaults to 4.0.
+        tau (float, optional): Alias of ``temperature``. Defaults to None.
         loss_weight (float): Multiplies the loss (official: 0.2).
             Defaults to 0.2.
         reduction (str): ``'none'``, ``'mean'`` or ``'sum'``. Defaults to
@@ -39,12 +40,14 @@ class DRGLoss(BaseDistillLoss):
     """
 
     def __init__(self,
-                 temperature: float = 4.0,
+                 temperature: float = Default(4.0),
                  loss_weight: float = 0.2,
                  reduction: str = 'mean',
-                 ignore_index: Optional[int] = 255) -> None:
+                 ignore_index: Optional[int] = 255,
+                 *,
+                 tau: Optional[float] = None) -> None:
         super().__init__(loss_weight, reduction, ignore_index)
-        self.temperature = check_positive('temperature', temperature)
+        self.temperature = resolve_alias('temperature', temperature, 'tau', tau)
 
     def loss_rows(self, s: Tensor, t: Tensor, target: Optional[Tensor]) -> Tensor:
         return kd_loss(s, t, self.temperature)

@@ -8,7 +8,7 @@ from torch.autograd.function import once_differentiable
 
 from mmkd.registry import MODELS
 
-from .checks import check_positive, check_reduction, row_shape
+from .checks import Default, check_reduction, resolve_alias, row_shape
 from .kd_loss import kd_loss
 from .precision import fp32_compute, upcast
 from .reduction import graph_zero, reduce_rows, valid_rows
@@ -91,6 +91,7 @@ class DSRLoss(nn.Module):
 
     Args:
         temperature (float): Temperature ``T``. Defaults to 4.0.
+        tau (float, optional): Alias of ``temperature``. Defaults to None.
         loss_weight (float): Multiplies the loss. Defaults to 1.0.
         reduction (str): ``'none'``, ``'mean'`` or ``'sum'``. ``'mean'``
             averages over the valid paired rows. Defaults to ``'mean'``.
@@ -99,12 +100,14 @@ class DSRLoss(nn.Module):
     """
 
     def __init__(self,
-                 temperature: float = 4.0,
+                 temperature: float = Default(4.0),
                  loss_weight: float = 1.0,
                  reduction: str = 'mean',
-                 ignore_index: Optional[int] = 255) -> None:
+                 ignore_index: Optional[int] = 255,
+                 *,
+                 tau: Optional[float] = None) -> None:
         super().__init__()
-        self.temperature = check_positive('temperature', temperature)
+        self.temperature = resolve_alias('temperature', temperature, 'tau', tau)
         self.loss_weight = loss_weight
         self.reduction = check_reduction(reduction)
         self.ignore_index = ignore_index

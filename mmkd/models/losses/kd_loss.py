@@ -7,7 +7,7 @@ from torch import Tensor
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
-from .checks import check_positive
+from .checks import Default, resolve_alias
 from .kl_divergence import subset_kl
 
 
@@ -52,6 +52,7 @@ class KDLoss(BaseDistillLoss):
 
     Args:
         temperature (float): Temperature ``T``. Defaults to 4.0.
+        tau (float, optional): Alias of ``temperature``. Defaults to None.
         use_sigmoid (bool): Treat the ``C`` logits as independent Bernoulli
             variables, for sigmoid classification heads (RetinaNet, FCOS...).
             Defaults to False.
@@ -70,14 +71,16 @@ class KDLoss(BaseDistillLoss):
     """
 
     def __init__(self,
-                 temperature: float = 4.0,
+                 temperature: float = Default(4.0),
                  use_sigmoid: bool = False,
                  logit_stand: bool = False,
                  loss_weight: float = 1.0,
                  reduction: str = 'mean',
-                 ignore_index: Optional[int] = 255) -> None:
+                 ignore_index: Optional[int] = 255,
+                 *,
+                 tau: Optional[float] = None) -> None:
         super().__init__(loss_weight, reduction, ignore_index, logit_stand)
-        self.temperature = check_positive('temperature', temperature)
+        self.temperature = resolve_alias('temperature', temperature, 'tau', tau)
         self.use_sigmoid = use_sigmoid
 
     def loss_rows(self, s: Tensor, t: Tensor, target: Optional[Tensor]) -> Tensor:

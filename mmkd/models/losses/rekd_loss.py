@@ -7,7 +7,7 @@ from torch import Tensor
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
-from .checks import check_positive
+from .checks import Default, resolve_alias
 from .kl_divergence import binary_kl, log_binary, subset_kl
 from .reduction import Scalar, as_row_param
 
@@ -96,6 +96,7 @@ class ReKDLoss(BaseDistillLoss):
         gamma (float): Weight of the binary top-K mass term (off by default).
             Defaults to 0.0.
         temperature (float): Temperature ``T``. Defaults to 4.0.
+        tau (float, optional): Alias of ``temperature``. Defaults to None.
         topk_source (str): Whose logits choose the top K, ``'teacher'`` or
             ``'student'``. Defaults to ``'teacher'``.
         logit_stand (bool): Z-score both logits per row first (Sun et al.,
@@ -112,12 +113,14 @@ class ReKDLoss(BaseDistillLoss):
                  alpha: float = 1.0,
                  beta: float = 1.0,
                  gamma: float = 0.0,
-                 temperature: float = 4.0,
+                 temperature: float = Default(4.0),
                  topk_source: str = 'teacher',
                  logit_stand: bool = False,
                  loss_weight: float = 1.0,
                  reduction: str = 'mean',
-                 ignore_index: Optional[int] = 255) -> None:
+                 ignore_index: Optional[int] = 255,
+                 *,
+                 tau: Optional[float] = None) -> None:
         super().__init__(loss_weight, reduction, ignore_index, logit_stand)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f'k must be a positive integer, got {k!r}.')
@@ -127,7 +130,7 @@ class ReKDLoss(BaseDistillLoss):
         self.alpha = alpha
         self.beta = beta
         self.gamma = gamma
-        self.temperature = check_positive('temperature', temperature)
+        self.temperature = resolve_alias('temperature', temperature, 'tau', tau)
         self.topk_source = topk_source
 
     def loss_rows(self, s: Tensor, t: Tensor, target: Optional[Tensor]) -> Tensor:

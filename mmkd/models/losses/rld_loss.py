@@ -7,7 +7,7 @@ from torch import Tensor
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
-from .checks import check_positive
+from .checks import Default, check_positive, resolve_alias
 from .kl_divergence import binary_kl, log_binary, subset_kl, subset_logsumexp
 from .reduction import Scalar, as_row_param
 
@@ -92,6 +92,7 @@ class RLDLoss(BaseDistillLoss):
         alpha (float): SCD weight. Defaults to 1.0.
         beta (float): MCD weight. Defaults to 8.0.
         temperature (float): MCD temperature ``T``. Defaults to 4.0.
+        tau (float, optional): Alias of ``temperature``. Defaults to None.
         alpha_temperature (float | None): SCD temperature ``Ta``; None uses
             ``temperature``. Defaults to None.
         logit_stand (bool): Z-score both logits per row first (Sun et al.,
@@ -108,16 +109,18 @@ class RLDLoss(BaseDistillLoss):
     def __init__(self,
                  alpha: float = 1.0,
                  beta: float = 8.0,
-                 temperature: float = 4.0,
+                 temperature: float = Default(4.0),
                  alpha_temperature: Optional[float] = None,
                  logit_stand: bool = False,
                  loss_weight: float = 1.0,
                  reduction: str = 'mean',
-                 ignore_index: Optional[int] = 255) -> None:
+                 ignore_index: Optional[int] = 255,
+                 *,
+                 tau: Optional[float] = None) -> None:
         super().__init__(loss_weight, reduction, ignore_index, logit_stand)
         self.alpha = alpha
         self.beta = beta
-        self.temperature = check_positive('temperature', temperature)
+        self.temperature = resolve_alias('temperature', temperature, 'tau', tau)
         self.alpha_temperature = (None if alpha_temperature is None else check_positive(
             'alpha_temperature', alpha_temperature))
 

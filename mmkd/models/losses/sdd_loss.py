@@ -8,7 +8,7 @@ from torch import Tensor
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
-from .checks import check_logits, check_positive, check_reduction
+from .checks import Default, check_logits, check_positive, check_reduction, resolve_alias
 from .dkd_loss import dkd_loss
 from .kd_loss import kd_loss
 from .precision import fp32_compute, prepare_logits
@@ -140,6 +140,7 @@ class SDDLoss(BaseDistillLoss):
         alpha (float): DKD's TCKD weight. Defaults to 1.0.
         beta (float): DKD's NCKD weight. Defaults to 8.0.
         temperature (float): Temperature of the base loss. Defaults to 4.0.
+        tau (float, optional): Alias of ``temperature``. Defaults to None.
         logit_stand (bool): Z-score the local logits per row first (Sun et al.,
             CVPR 2024). Defaults to False.
         loss_weight (float): Multiplies the loss. Defaults to 1.0.
@@ -158,11 +159,13 @@ class SDDLoss(BaseDistillLoss):
                  complementary_weight: float = 2.0,
                  alpha: float = 1.0,
                  beta: float = 8.0,
-                 temperature: float = 4.0,
+                 temperature: float = Default(4.0),
                  logit_stand: bool = False,
                  loss_weight: float = 1.0,
                  reduction: str = 'mean',
-                 ignore_index: Optional[int] = 255) -> None:
+                 ignore_index: Optional[int] = 255,
+                 *,
+                 tau: Optional[float] = None) -> None:
         super().__init__(loss_weight, reduction, ignore_index, logit_stand)
         if base not in ('kd', 'dkd'):
             raise ValueError(f"base must be 'kd' or 'dkd', got {base!r}.")
@@ -178,7 +181,7 @@ class SDDLoss(BaseDistillLoss):
         self.complementary_weight = complementary_weight
         self.alpha = alpha
         self.beta = beta
-        self.temperature = check_positive('temperature', temperature)
+        self.temperature = resolve_alias('temperature', temperature, 'tau', tau)
 
     def forward(self,
                 feats_S: Tensor,
