@@ -3,7 +3,7 @@
 Every loss is registered in :data:`mmkd.registry.MODELS` and has a functional
 core that distillers and tests can call directly.
 """
-from .base import BaseDistillLoss
+from .base import INPUT_KINDS, BaseDistillLoss, DistillLossInfo
 from .cwd_loss import ChannelWiseDivergence, cwd_channels
 from .dist_loss import DISTLoss, dist_correlations, dist_loss
 from .dkd_loss import DKDLoss, dkd_loss
@@ -18,10 +18,10 @@ from .rld_loss import RLDLoss, rld_loss
 from .sdd_loss import SDDLoss, sdd_local_logits, sdd_loss, sdd_region_weights
 
 __all__ = [
-    'BaseDistillLoss', 'KDLoss', 'DISTLoss', 'DKDLoss', 'ReKDLoss', 'RLDLoss', 'SDDLoss',
-    'DRGLoss', 'DSRLoss', 'ChannelWiseDivergence', 'kd_loss', 'dist_loss', 'dist_correlations',
-    'dkd_loss', 'rekd_loss', 'topk_mask', 'rld_loss', 'sdd_local_logits', 'sdd_loss',
-    'sdd_region_weights', 'dsr_loss', 'sort_classes', 'cwd_channels', 'subset_kl',
-    'subset_logsumexp', 'log_binary', 'binary_kl', 'standardize_logits', 'valid_rows',
-    'reduce_rows'
+    'INPUT_KINDS', 'DistillLossInfo', 'BaseDistillLoss', 'KDLoss', 'DISTLoss', 'DKDLoss',
+    'ReKDLoss', 'RLDLoss', 'SDDLoss', 'DRGLoss', 'DSRLoss', 'ChannelWiseDivergence', 'kd_loss',
+    'dist_loss', 'dist_correlations', 'dkd_loss', 'rekd_loss', 'topk_mask', 'rld_loss',
+    'sdd_local_logits', 'sdd_loss', 'sdd_region_weights', 'dsr_loss', 'sort_classes',
+    'cwd_channels', 'subset_kl', 'subset_logsumexp', 'log_binary', 'binary_kl',
+    'standardize_logits', 'valid_rows', 'reduce_rows'
 ]

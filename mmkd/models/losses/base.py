@@ -1,5 +1,11 @@
-"""Base class of the teacher-student logit losses."""
-from typing import Optional, Union
+"""Base classes of the mmkd losses: declared capabilities and the teacher-student logic.
+
+:class:`DistillLossInfo` holds only the class attributes that declare what a
+loss consumes and supports (the contract distillers read to decide whether a
+loss fits a head, never class names); :class:`BaseDistillLoss` adds the
+behaviour shared by the teacher-student logit losses.
+"""
+from typing import Optional, Tuple, Union
 
 import torch.nn as nn
 from torch import Tensor
@@ -8,8 +14,55 @@ from .checks import check_logits, check_reduction, row_shape
 from .precision import fp32_compute, prepare_logits
 from .reduction import reduce_rows, valid_rows
 
+#: The input kinds a loss may declare in :attr:`DistillLossInfo.inputs`.
+INPUT_KINDS: Tuple[str, ...] = ('logits', 'logit_maps', 'features', 'views', 'student_logits')
 
-class BaseDistillLoss(nn.Module):
+
+class DistillLossInfo:
+    """The capabilities of a distillation loss, declared as class attributes.
+
+    Distillers decide whether a loss fits a head only from these attributes
+    (never from class names or ``isinstance``). Every mmkd loss has them:
+    :class:`BaseDistillLoss` subclasses through it, losses with another
+    signature (:class:`~mmkd.models.losses.DSRLoss`) by mixing it in. A
+    subclass that declares an input kind outside :data:`INPUT_KINDS` is
+    refused when the class is created.
+    """
+
+    #: What ``forward`` consumes, a tuple of input kinds, preferred first:
+    #:   'logits'          forward(preds_S, preds_T, target=None, weight=None, avg_factor=None,
+    #:                     reduction_override=None): rows of class logits (N, C) or (N, C, *S)
+    #:   'logit_maps'      the same signature, on (N, C, H, W) maps, each channel normalised over
+    #:                     space (CWD): only where there is a spatial map
+    #:   'features'        forward(feats_S, feats_T, target, classifier_S, classifier_T) (SDD)
+    #:   'views'           loss_on_views(logits_S, logits_T, target): (N, C, V) per-view logits,
+    #:                     view 0 the global one (SDD on the RoIs of a detector)
+    #:   'student_logits'  forward(preds): the student's logits alone (DSR)
+    inputs: Tuple[str, ...] = ('logits', )
+    #: Whether forward refuses to run without ``target``.
+    requires_target: bool = False
+    #: Whether the loss has a mode for independent Bernoulli (sigmoid) classes, switched on by
+    #: the instance attribute ``use_sigmoid`` (sigmoid dense heads: RetinaNet, FCOS, GFL ...).
+    sigmoid_capable: bool = False
+    #: Instance switch of that mode; False on losses that have none.
+    use_sigmoid: bool = False
+    #: Whether the value is a sum / mean of independent per-row terms, so that it can be
+    #: computed row by row (per pixel, per anchor) and reduction='none' returns those terms.
+    row_wise: bool = True
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        inputs = cls.inputs
+        if not isinstance(inputs, tuple) or not inputs:
+            raise TypeError(f'{cls.__name__}.inputs must be a non-empty tuple of input kinds '
+                            f'from {INPUT_KINDS}, got {inputs!r}.')
+        for kind in inputs:
+            if kind not in INPUT_KINDS:
+                raise TypeError(f'{cls.__name__} declares an unknown input kind {kind!r} in '
+                                f'`inputs`; the known kinds are {INPUT_KINDS}.')
+
+
+class BaseDistillLoss(DistillLossInfo, nn.Module):
     """Common behaviour of the teacher-student losses of mmkd.
 
     Subclasses implement :meth:`loss_rows`, which returns one value per row;
@@ -26,6 +79,10 @@ class BaseDistillLoss(nn.Module):
       valid row gives an exact 0 connected to the graph);
     * multiplies by ``loss_weight``.
 
+    The capabilities are declared as in :class:`DistillLossInfo`; a loss with
+    ``row_wise = False`` refuses ``reduction='none'`` (and gives the reason in
+    :attr:`not_row_wise_reason`).
+
     Args:
         loss_weight (float): Multiplies the loss. Defaults to 1.0.
         reduction (str): ``'none'``, ``'mean'`` or ``'sum'``. ``'mean'``
@@ -37,10 +94,9 @@ class BaseDistillLoss(nn.Module):
             CVPR 2024). Defaults to False.
     """
 
-    #: Whether :meth:`forward` refuses to run without ``target``.
-    requires_target: bool = False
-    #: Reductions the loss supports.
-    reductions = ('none', 'mean', 'sum')
+    #: Why there are no per-row values, in the error of ``reduction='none'``
+    #: (for losses with ``row_wise = False``).
+    not_row_wise_reason: str = 'its value is not a sum of per-row terms'
 
     def __init__(self,
                  loss_weight: float = 1.0,
@@ -49,13 +105,25 @@ class BaseDistillLoss(nn.Module):
                  logit_stand: bool = False) -> None:
         super().__init__()
         self.loss_weight = loss_weight
-        self.reduction = check_reduction(reduction, self.reductions)
+        self.reduction = self.validate_reduction(reduction)
         self.ignore_index = ignore_index
         self.logit_stand = logit_stand
 
     @property
     def name(self) -> str:
         return type(self).__name__
+
+    def validate_reduction(self, reduction: str) -> str:
+        """``reduction`` if the loss supports it: ``'none'`` needs :attr:`row_wise`.
+
+        Raises:
+            ValueError: For an unknown reduction, or ``'none'`` on a loss that
+                is not row-wise.
+        """
+        if reduction == 'none' and not self.row_wise:
+            raise ValueError(f"{self.name} does not support reduction='none': "
+                             f"{self.not_row_wise_reason}. Use 'mean' or 'sum'.")
+        return check_reduction(reduction)
 
     def forward(self,
                 preds_S: Tensor,
@@ -79,7 +147,7 @@ class BaseDistillLoss(nn.Module):
         Returns:
             Tensor: Scalar, or the ``(N, *S)`` row map for ``'none'``.
         """
-        reduction = check_reduction(reduction_override or self.reduction, self.reductions)
+        reduction = self.validate_reduction(reduction_override or self.reduction)
         if self.requires_target and target is None:
             raise ValueError(f'{self.name} needs `target` (the class labels).')
         check_logits(preds_S, preds_T, self.name)

@@ -94,7 +94,11 @@ class ChannelWiseDivergence(BaseDistillLoss):
             Defaults to 255.
     """
 
-    reductions = ('mean', 'sum')
+    inputs = ('logit_maps', )
+    requires_target = False
+    sigmoid_capable = False
+    row_wise = False
+    not_row_wise_reason = 'its terms are whole channel maps, not pixels'
 
     def __init__(self,
                  tau: float = Default(1.0),
@@ -103,15 +107,8 @@ class ChannelWiseDivergence(BaseDistillLoss):
                  ignore_index: Optional[int] = 255,
                  *,
                  temperature: Optional[float] = None) -> None:
-        self._refuse_none(reduction)
         super().__init__(loss_weight, reduction, ignore_index)
         self.tau = resolve_alias('tau', tau, 'temperature', temperature)
-
-    @staticmethod
-    def _refuse_none(reduction: Optional[str]) -> None:
-        if reduction == 'none':
-            raise ValueError("ChannelWiseDivergence does not support reduction='none': its "
-                             'terms are whole channel maps, not pixels. Use "mean" or "sum".')
 
     def forward(self,
                 preds_S: Tensor,
@@ -120,7 +117,7 @@ class ChannelWiseDivergence(BaseDistillLoss):
                 weight: Optional[Tensor] = None,
                 avg_factor: Optional[Union[float, Tensor]] = None,
                 reduction_override: Optional[str] = None) -> Tensor:
-        self._refuse_none(reduction_override)
+        self.validate_reduction(reduction_override or self.reduction)
         if preds_S.dim() < 3:
             raise ValueError('ChannelWiseDivergence needs dense maps (N, C, *S) with a spatial '
                              f'axis, got shape {tuple(preds_S.shape)}.')

@@ -251,7 +251,12 @@ class DISTLoss(BaseDistillLoss):
             Defaults to 255.
     """
 
-    reductions = ('mean', 'sum')
+    inputs = ('logits', )
+    requires_target = False
+    sigmoid_capable = True
+    row_wise = False
+    not_row_wise_reason = ('its intra-class term relates all rows of the batch, so there are no '
+                           'per-row values')
 
     def __init__(self,
                  beta: float = 1.0,
@@ -265,7 +270,6 @@ class DISTLoss(BaseDistillLoss):
                  ignore_index: Optional[int] = 255,
                  *,
                  temperature: Optional[float] = None) -> None:
-        self._refuse_none(reduction)
         super().__init__(loss_weight, reduction, ignore_index)
         self.beta = beta
         self.gamma = gamma
@@ -273,23 +277,6 @@ class DISTLoss(BaseDistillLoss):
         self.use_sigmoid = use_sigmoid
         self.gather_intra = gather_intra
         self.eps = eps
-
-    @staticmethod
-    def _refuse_none(reduction: Optional[str]) -> None:
-        if reduction == 'none':
-            raise ValueError("DISTLoss does not support reduction='none': its intra-class term "
-                             'relates all rows of the batch, so there are no per-row values. '
-                             "Use 'mean' or 'sum'.")
-
-    def forward(self,
-                preds_S: Tensor,
-                preds_T: Tensor,
-                target: Optional[Tensor] = None,
-                weight: Optional[Tensor] = None,
-                avg_factor: Optional[Union[float, Tensor]] = None,
-                reduction_override: Optional[str] = None) -> Tensor:
-        self._refuse_none(reduction_override)
-        return super().forward(preds_S, preds_T, target, weight, avg_factor, reduction_override)
 
     def reduce(self, s: Tensor, t: Tensor, target: Optional[Tensor], valid: Optional[Tensor],
                weight: Optional[Tensor], reduction: str,

@@ -75,7 +75,10 @@ class DKDLoss(BaseDistillLoss):
             Defaults to 255.
     """
 
+    inputs = ('logits', )
     requires_target = True
+    sigmoid_capable = False
+    row_wise = True
 
     def __init__(self,
                  alpha: float = 1.0,

@@ -39,6 +39,11 @@ class DRGLoss(BaseDistillLoss):
             Defaults to 255.
     """
 
+    inputs = ('logits', )
+    requires_target = False
+    sigmoid_capable = False
+    row_wise = True
+
     def __init__(self,
                  temperature: float = Default(4.0),
                  loss_weight: float = 0.2,

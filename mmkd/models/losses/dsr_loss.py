@@ -8,6 +8,7 @@ from torch.autograd.function import once_differentiable
 
 from mmkd.registry import MODELS
 
+from .base import DistillLossInfo
 from .checks import Default, check_reduction, resolve_alias, row_shape
 from .kd_loss import kd_loss
 from .precision import fp32_compute, upcast
@@ -67,7 +68,7 @@ def dsr_loss(preds: Tensor, prev_sorted: Tensor, temperature: float = 4.0) -> Te
 
 
 @MODELS.register_module()
-class DSRLoss(nn.Module):
+class DSRLoss(DistillLossInfo, nn.Module):
     """Distillation with shape-wise regularisation (DSR) of LightSKD.
 
     "Lightweight Self-Knowledge Distillation with Multi-source Information
@@ -98,6 +99,11 @@ class DSRLoss(nn.Module):
         ignore_index (int | None): Rows whose target equals it are excluded.
             Defaults to 255.
     """
+
+    inputs = ('student_logits', )
+    requires_target = False
+    sigmoid_capable = False
+    row_wise = True
 
     def __init__(self,
                  temperature: float = Default(4.0),

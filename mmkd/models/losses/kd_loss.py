@@ -70,6 +70,11 @@ class KDLoss(BaseDistillLoss):
         >>> value = loss(student_logits, teacher_logits)
     """
 
+    inputs = ('logits', )
+    requires_target = False
+    sigmoid_capable = True
+    row_wise = True
+
     def __init__(self,
                  temperature: float = Default(4.0),
                  use_sigmoid: bool = False,

@@ -108,6 +108,11 @@ class ReKDLoss(BaseDistillLoss):
             Defaults to 255.
     """
 
+    inputs = ('logits', )
+    requires_target = False
+    sigmoid_capable = False
+    row_wise = True
+
     def __init__(self,
                  k: int = 5,
                  alpha: float = 1.0,

@@ -104,7 +104,10 @@ class RLDLoss(BaseDistillLoss):
             Defaults to 255.
     """
 
+    inputs = ('logits', )
     requires_target = True
+    sigmoid_capable = False
+    row_wise = True
 
     def __init__(self,
                  alpha: float = 1.0,

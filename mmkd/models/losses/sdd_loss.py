@@ -8,7 +8,7 @@ from torch import Tensor
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
-from .checks import Default, check_logits, check_positive, check_reduction, resolve_alias
+from .checks import Default, check_logits, check_positive, resolve_alias
 from .dkd_loss import dkd_loss
 from .kd_loss import kd_loss
 from .precision import fp32_compute, prepare_logits
@@ -150,7 +150,10 @@ class SDDLoss(BaseDistillLoss):
             Defaults to 255.
     """
 
+    inputs = ('features', 'views')
     requires_target = True
+    sigmoid_capable = False
+    row_wise = True
 
     def __init__(self,
                  base: str = 'dkd',
@@ -239,7 +242,9 @@ class SDDLoss(BaseDistillLoss):
         Returns:
             Tensor: Scalar, or ``(N,)`` for ``'none'``.
         """
-        reduction = check_reduction(reduction_override or self.reduction)
+        reduction = self.validate_reduction(reduction_override or self.reduction)
+        if target is None:
+            raise ValueError(f'{self.name} needs `target` (the class labels).')
         check_logits(logits_S, logits_T, self.name)
         with fp32_compute(logits_S):
             s, t = prepare_logits(logits_S, logits_T, self.logit_stand)
