@@ -12,7 +12,7 @@ from mmengine.registry import Registry
 
 #: Losses, distillers and auxiliary heads.
 MODELS = Registry('model', parent=MMENGINE_MODELS, locations=['mmkd.models'])
-#: Training hooks (distillation-loss weight schedule, student export).
+#: Training hooks (the distillation-loss weight schedule).
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, locations=['mmkd.engine'])
 
 __all__ = ['MODELS', 'HOOKS']

@@ -44,7 +44,8 @@ def test_epoch_stop_without_warmup():
 
 
 def test_registered_and_validated():
-    hook = HOOKS.build(dict(type='DistillLossScheduleHook', warmup=2, by_epoch=False))
+    hook = HOOKS.build(dict(type='DistillLossScheduleHook', _scope_='mmkd', warmup=2,
+                            by_epoch=False))
     assert isinstance(hook, DistillLossScheduleHook) and hook.scale(1) == 0.5
     with pytest.raises(ValueError, match='warmup'):
         DistillLossScheduleHook(warmup=-1)

@@ -1,35 +1,45 @@
-"""The distiller base: a student, a frozen teacher and distillation losses.
+"""The first distiller base: a student plus distillation losses.
 
-Task distillers (classification, two-stage and dense detection, semantic
-segmentation) subclass :class:`BaseDistiller` and implement only
-:meth:`BaseDistiller.loss`, calling the student's and the teacher's own public
-methods; everything else lives here:
+:class:`StudentDistiller` is all that a distiller without a teacher needs
+(:class:`~mmkd.models.distillers.LightSKD`); the teacher-student base
+:class:`~mmkd.models.distillers.TeacherStudentDistiller` builds on it. It
 
-* build the student from a model dict, the teacher from a model dict or a
-  config (``'mmdet::faster_rcnn/faster-rcnn_r101_fpn_1x_coco.py'`` or a path);
-* load ``teacher_ckpt`` (path or URL, on the CPU), freeze the teacher, keep it
-  in ``eval()`` whatever mode the distiller is put in;
-* convert the student's normalised batch for a teacher that normalises
-  differently;
-* build the distillation losses (``loss_<name>`` keys) and scale them by
-  ``distill_loss_scale``, which :class:`~mmkd.engine.DistillLossScheduleHook`
-  sets for warm-up and stop schedules;
-* ``predict`` and ``tensor`` modes run the student alone.
+* builds the student from a model dict (or a config file / ``pkg::path``),
+  with the config's top-level data preprocessor if the dict has none;
+* builds the distillation losses (``name -> loss config``, ``mmkd`` scope),
+  each of which adds the key ``loss_<name>``, and scales them by
+  ``distill_loss_scale`` (:class:`~mmkd.engine.DistillLossScheduleHook` sets it);
+* runs ``predict`` and ``tensor`` modes on the student alone;
+* decides which input each loss gets from what the loss class declares
+  (``inputs``, ``requires_target``, ``sigmoid_capable`` / ``use_sigmoid``; see
+  :class:`~mmkd.models.losses.BaseDistillLoss`) and what the distiller
+  declares it can give (:attr:`accepted_inputs`, :attr:`sigmoid_classes`,
+  :attr:`gives_target`), never from class names;
+* refuses a distillation key that would overwrite one of the student's loss
+  keys, at build time for the keys it can know (:meth:`student_loss_keys`)
+  and in every training step for the rest (:meth:`add_distill_losses`).
+
+Build hooks. Once the constructor of the concrete class has returned (so a
+subclass ``__init__`` that adds options simply sets them after
+``super().__init__``), these run once, in this order:
+
+1. :meth:`check_models`: raise if the models cannot be distilled;
+2. :meth:`check_losses`: for each loss, pick its input (:meth:`input_for`,
+   with :meth:`loss_requirements`), check its keys against
+   :meth:`student_loss_keys` / :meth:`distill_loss_keys`, then call
+   :meth:`check_loss` for task-specific checks.
 """
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Optional, Union
+from abc import ABCMeta
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
-import torch
 from mmengine.config import Config, ConfigDict
-from mmengine.logging import print_log
 from mmengine.model import BaseModel
-from mmengine.runner.checkpoint import _load_checkpoint
 from torch import Tensor, nn
 
 from mmkd.registry import MODELS
-from mmkd.utils import load_from_local_file
 
 ModelCfg = Union[dict, ConfigDict, str]
 
@@ -72,53 +82,41 @@ def with_preprocessor(cfg: ModelCfg, data_preprocessor: Optional[dict]) -> Model
     return cfg
 
 
-def load_teacher_checkpoint(teacher: nn.Module, filename: str) -> None:
-    """Loads ``filename`` (a path or URL) into ``teacher`` on the CPU, strictly.
+def loss_module_keys(module: nn.Module, infix: str = '') -> Set[str]:
+    """The loss keys of a head whose ``loss_<x>`` submodules give ``loss_<infix><x>``.
 
-    Accepts plain model checkpoints and mmkd distiller checkpoints (whose
-    ``student.`` weights are taken). A missing file or keys that do not fit
-    the teacher raise an error naming them: no silent random teacher.
+    mmdet's heads name their loss modules after their keys (``loss_cls``,
+    ``loss_bbox``, ``loss_centerness``, ``loss_dfl``...); the RPN's become
+    ``loss_rpn_cls`` / ``loss_rpn_bbox`` (``infix='rpn_'``).
     """
-    if filename.startswith(('http://', 'https://')):
-        ckpt = _load_checkpoint(filename, map_location='cpu')
-    else:
-        try:
-            ckpt = load_from_local_file(filename, map_location='cpu')
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f'teacher_ckpt {filename!r} does not exist') from e
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
-    state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
-    if any(k.startswith('student.') for k in state):
-        state = {k[8:]: v for k, v in state.items() if k.startswith('student.')}
-    own = teacher.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or mismatched:
-        def show(keys: List[str]) -> str:
-            return f'{len(keys)} (e.g. {keys[:3]})' if keys else '0'
-        raise RuntimeError(
-            f'teacher_ckpt {filename!r} does not fit the teacher model '
-            f'({type(teacher).__name__}): missing keys {show(missing)}, unexpected keys '
-            f'{show(unexpected)}, shape mismatches {show(mismatched)}. Check that '
-            'the teacher config matches the checkpoint (depth, number of classes).')
-    teacher.load_state_dict(state, strict=True)
+    return {f'loss_{infix}{name[5:]}' for name, _ in module.named_children()
+            if name.startswith('loss_')}
 
 
-class BaseDistiller(BaseModel):
-    """Base class of the teacher-student distillers.
+class _BuildHooks(ABCMeta):
+    """Runs the build hooks once the concrete class's constructor has returned."""
+
+    def __call__(cls, *args, **kwargs):
+        model = super().__call__(*args, **kwargs)
+        model.check_models()
+        model.check_losses()
+        return model
+
+
+class StudentDistiller(BaseModel, metaclass=_BuildHooks):
+    """A student model plus distillation losses (no teacher).
+
+    Subclasses implement :meth:`loss` and, as needed, the build hooks
+    :meth:`check_models` and :meth:`check_loss`, and declare what they give
+    the losses with :attr:`accepted_inputs`, :attr:`sigmoid_classes` and
+    :attr:`gives_target`.
 
     Args:
-        student (dict): The student model config (an mmdet / mmseg /
-            mmpretrain model dict).
-        teacher (dict | str): The teacher model config, or the path of a
-            config file, also as ``'mmdet::path/in/package.py'``.
-        teacher_ckpt (str, optional): Path or URL of the teacher checkpoint.
-            ``None`` leaves the teacher randomly initialised (for tests
-            only; a warning says so). Defaults to None.
-        distill_losses (dict): ``name -> loss config``; each adds the key
-            ``loss_<name>``. Loss types are looked up in the ``mmkd`` scope.
-            Defaults to an empty dict.
+        student (dict | str): The student model config (an mmdet / mmseg /
+            mmpretrain model dict), or a config file / ``'pkg::path'``.
+        distill_losses (dict, optional): ``name -> loss config``; each adds the
+            key ``loss_<name>``. Types are looked up in the ``mmkd`` scope.
+            Defaults to None (no loss).
         data_preprocessor (dict, optional): The config's top-level data
             preprocessor, which MMEngine's Runner passes to the model
             (mmpretrain and mmseg configs keep it outside ``model``). It is
@@ -126,10 +124,18 @@ class BaseDistiller(BaseModel):
         init_cfg (dict, optional): Initialisation config. Defaults to None.
     """
 
+    #: Input kinds (see ``BaseDistillLoss.inputs``) this distiller gives its
+    #: losses, preferred first.
+    accepted_inputs: Tuple[str, ...] = ('logits', )
+    #: Whether the distilled classes are independent sigmoids (a loss must then
+    #: be ``sigmoid_capable`` and run with ``use_sigmoid=True``) or a softmax
+    #: over exclusive classes (``use_sigmoid=True`` is refused).
+    sigmoid_classes: bool = False
+    #: Whether the distiller passes class labels to its losses as ``target``.
+    gives_target: bool = True
+
     def __init__(self,
                  student: ModelCfg,
-                 teacher: ModelCfg,
-                 teacher_ckpt: Optional[str] = None,
                  distill_losses: Optional[Dict[str, dict]] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
@@ -137,40 +143,119 @@ class BaseDistiller(BaseModel):
         # The batch is normalised once, by the student's preprocessor.
         super().__init__(data_preprocessor=student_model.data_preprocessor, init_cfg=init_cfg)
         self.student = student_model
-        self.teacher = build_model_from_cfg(teacher)
-        self.teacher_ckpt = teacher_ckpt
-        if teacher_ckpt is not None:
-            load_teacher_checkpoint(self.teacher, teacher_ckpt)
-        else:
-            print_log('mmkd: teacher_ckpt is None, the teacher keeps its initial weights '
-                      '(right for tools/test.py and for loading a distiller checkpoint, which '
-                      'holds the teacher; wrong for training from scratch)',
-                      logger='current', level=30)
-        self.teacher.requires_grad_(False)
-        self.teacher.eval()
         self.distill_losses = build_distill_losses(distill_losses)
         #: Multiplies every distillation loss (warm-up / stop schedules).
         self.distill_loss_scale = 1.0
-        self._teacher_norm = self._normalisation_change()
-        self.check_compatibility()
+        #: ``name -> input kind`` of every loss, set by :meth:`check_losses`.
+        self.input_of: Dict[str, str] = {}
 
-    # ---------------------------------------------------------------- hooks
-    def check_compatibility(self) -> None:
-        """Raises if student and teacher cannot be distilled (task-specific)."""
+    # ------------------------------------------------------------ build hooks
+    def check_models(self) -> None:
+        """Build hook 1: raises if the models cannot be distilled (task-specific)."""
 
+    def check_losses(self) -> None:
+        """Build hook 2: picks each loss's input and refuses losses that do not fit.
+
+        For every loss: :meth:`input_for` (from the attributes the loss
+        declares), a key check against :meth:`student_loss_keys`, then the
+        task-specific :meth:`check_loss`.
+        """
+        reserved = self.student_loss_keys()
+        for name, loss in self.distill_losses.items():
+            self.input_of[name] = self.input_for(loss, name, **self.loss_requirements(name))
+            for key in self.distill_loss_keys(name):
+                if key in reserved:
+                    raise ValueError(
+                        f'{type(self).__name__}: distill_losses.{name} would write "{key}" '
+                        f'and overwrite the student\'s own loss of that name (its loss keys: '
+                        f'{sorted(reserved)}); rename the distillation loss')
+            self.check_loss(name, loss)
+
+    def loss_requirements(self, name: str) -> dict:
+        """Keyword arguments of :meth:`input_for` for loss ``name``: ``head`` (what
+        is distilled, for messages) and, for a distiller with several kinds of
+        losses, ``accepted`` / ``sigmoid`` / ``target``. Defaults to none."""
+        return {}
+
+    def check_loss(self, name: str, loss: nn.Module) -> None:
+        """Task-specific checks of one loss (``ignore_index`` against the labels...)."""
+
+    def student_loss_keys(self) -> Set[str]:
+        """The keys of the student's (and the distiller's own) task losses known at build time."""
+        return set()
+
+    def distill_loss_keys(self, name: str) -> List[str]:
+        """The keys distillation loss ``name`` adds (``loss_<name>``)."""
+        return [f'loss_{name}']
+
+    @classmethod
+    def input_for(cls,
+                  loss: nn.Module,
+                  name: str = 'loss',
+                  accepted: Optional[Sequence[str]] = None,
+                  sigmoid: Optional[bool] = None,
+                  target: Optional[bool] = None,
+                  head: str = 'these logits') -> str:
+        """The input kind this distiller gives ``loss``, from its declared capabilities.
+
+        Args:
+            loss (nn.Module): A distillation loss declaring ``inputs``,
+                ``requires_target``, ``sigmoid_capable`` and ``use_sigmoid``.
+            name (str): Its name in ``distill_losses`` (for messages).
+            accepted, sigmoid, target: Override :attr:`accepted_inputs`,
+                :attr:`sigmoid_classes` and :attr:`gives_target` (a distiller
+                with several kinds of losses, e.g. mask losses).
+            head (str): What is distilled, for messages.
+
+        Raises:
+            TypeError: If the loss declares no ``inputs``.
+            ValueError: If it does not fit, naming the loss and the reason.
+        """
+        accepted = tuple(cls.accepted_inputs if accepted is None else accepted)
+        sigmoid = cls.sigmoid_classes if sigmoid is None else sigmoid
+        target = cls.gives_target if target is None else target
+        kind = type(loss).__name__
+        where = f'{cls.__name__}: loss {name!r} ({kind}) cannot distil {head}'
+        inputs = getattr(loss, 'inputs', None)
+        if not inputs:
+            raise TypeError(f'{where}: it does not declare what it consumes (`inputs`); mmkd '
+                            'losses subclass mmkd.models.losses.BaseDistillLoss, which does')
+        usable = [k for k in accepted if k in inputs]
+        if not usable:
+            raise ValueError(f'{where}: it consumes {tuple(inputs)}, this distiller gives '
+                             f'{accepted}')
+        if sigmoid and not getattr(loss, 'sigmoid_capable', False):
+            raise ValueError(f'{where}: {kind} is defined only for a softmax over mutually '
+                             'exclusive classes; use a sigmoid-capable loss (KDLoss, DISTLoss) '
+                             'with use_sigmoid=True')
+        if sigmoid != bool(getattr(loss, 'use_sigmoid', False)):
+            raise ValueError(f'{where}: set use_sigmoid={sigmoid} (the classes are '
+                             f'{"independent sigmoids" if sigmoid else "a softmax"})')
+        if getattr(loss, 'requires_target', False) and not target:
+            raise ValueError(f'{where}: it needs class labels (`target`), which are not '
+                             'available here')
+        return usable[0]
+
+    # ---------------------------------------------------------------- running
     def loss(self, inputs: Tensor, data_samples: list) -> Dict[str, Tensor]:
         """Student losses plus ``loss_<name>`` distillation losses."""
         raise NotImplementedError
 
-    # ------------------------------------------------------------- plumbing
-    def init_weights(self) -> None:
-        """Initialises the student only: the teacher keeps its checkpoint."""
-        self.student.init_weights()
+    def add_distill_losses(self, losses: Dict[str, Tensor],
+                           distill: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """``losses`` updated with the (scaled) distillation losses, refusing overwrites.
 
-    def train(self, mode: bool = True) -> BaseDistiller:
-        super().train(mode)
-        self.teacher.eval()
-        return self
+        Catches, before the first optimizer step, a key that the build-time
+        check could not know (a head whose keys do not follow its modules).
+        """
+        clash = sorted(set(losses) & set(distill))
+        if clash:
+            raise ValueError(f'{type(self).__name__}: distillation loss key(s) {clash} would '
+                             f'overwrite the student\'s own loss(es) of the same name (student '
+                             f'keys: {sorted(losses)}); rename the distillation loss')
+        scale = self.distill_loss_scale
+        losses.update({k: v * scale if scale != 1.0 else v for k, v in distill.items()})
+        return losses
 
     def forward(self, inputs: Tensor, data_samples: Optional[list] = None, mode: str = 'tensor'):
         if mode == 'loss':
@@ -179,39 +264,3 @@ class BaseDistiller(BaseModel):
             return self.student(inputs, data_samples, mode=mode)
         raise RuntimeError(f'Invalid mode "{mode}". Only supports loss, predict and tensor mode')
 
-    def distill_loss(self, name: str, *args, **kwargs) -> Tensor:
-        """Runs distillation loss ``name``, scaled by the schedule."""
-        return self.distill_losses[name](*args, **kwargs) * self.distill_loss_scale
-
-    def teacher_inputs(self, inputs: Tensor) -> Tensor:
-        """The student's normalised batch, re-normalised for the teacher."""
-        if self._teacher_norm is None:
-            return inputs
-        mean_s, std_s, flip, mean_t, std_t = self._teacher_norm
-        x = inputs * std_s + mean_s
-        if flip:
-            x = x.flip(1)
-        return (x - mean_t) / std_t
-
-    def _normalisation_change(self):
-        def norm(model):
-            pre = model.data_preprocessor
-            mean = getattr(pre, 'mean', None) if getattr(pre, '_enable_normalize', False) else None
-            std = getattr(pre, 'std', None) if mean is not None else None
-            # mmengine/mmdet: _channel_conversion; mmseg: channel_conversion;
-            # mmpretrain ClsDataPreprocessor: to_rgb.
-            rgb = any(bool(getattr(pre, a, False))
-                      for a in ('_channel_conversion', 'channel_conversion', 'to_rgb'))
-            return mean, std, rgb
-
-        mean_s, std_s, rgb_s = norm(self.student)
-        mean_t, std_t, rgb_t = norm(self.teacher)
-        same = rgb_s == rgb_t and (mean_s is None) == (mean_t is None) and (
-            mean_s is None or (torch.equal(mean_s, mean_t) and torch.equal(std_s, std_t)))
-        if same:
-            return None
-        zeros = torch.zeros(3, 1, 1)
-        ones = torch.ones(3, 1, 1)
-        return (mean_s if mean_s is not None else zeros, std_s if std_s is not None else ones,
-                rgb_s != rgb_t, mean_t if mean_t is not None else zeros,
-                std_t if std_t is not None else ones)

@@ -1,14 +1,14 @@
 """Logit distillation between mmpretrain image classifiers."""
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Set, Tuple
 
 import torch
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
-from mmkd.models.losses import SDDLoss
 from mmkd.registry import MODELS
+from mmkd.utils.compat import cls_head_loss
 
-from .base import BaseDistiller, ModelCfg
+from .teacher_student import TeacherStudentDistiller
 
 
 def classifier_forward(model: nn.Module, inputs: Tensor) -> Tuple[Tuple[Tensor, ...], Tensor]:
@@ -38,33 +38,33 @@ def num_classes_of(model: nn.Module) -> int:
 def gt_labels(data_samples: List) -> Tensor:
     """The int64 labels ``(B,)`` of mmpretrain ``DataSample`` s."""
     if any('gt_label' not in ds for ds in data_samples):
-        raise ValueError('ClsDistiller needs a gt_label in every data sample')
+        raise ValueError('mmkd: classification distillation needs a gt_label in every data '
+                         'sample')
     return torch.cat([ds.gt_label for ds in data_samples]).long()
 
 
-def disable_class_ignore_index(losses: nn.ModuleDict, num_classes: int) -> None:
+def disable_class_ignore_index(name: str, loss: nn.Module, num_classes: int) -> None:
     """Classification labels have no ignore value: an ``ignore_index`` (255 by
     default, a dense-prediction convention) that is a real class is disabled."""
-    for name, loss in losses.items():
-        index = getattr(loss, 'ignore_index', None)
-        if index is not None and 0 <= index < num_classes:
-            print_log(f'mmkd: distill loss "{name}": ignore_index={index} is a class of this '
-                      f'{num_classes}-class classifier; disabled', logger='current')
-            loss.ignore_index = None
+    index = getattr(loss, 'ignore_index', None)
+    if index is not None and 0 <= index < num_classes:
+        print_log(f'mmkd: distill loss "{name}": ignore_index={index} is a class of this '
+                  f'{num_classes}-class classifier; disabled', logger='current')
+        loss.ignore_index = None
 
 
 @MODELS.register_module()
-class ClsDistiller(BaseDistiller):
+class ClsDistiller(TeacherStudentDistiller):
     """Distils an mmpretrain ``ImageClassifier`` teacher into an ``ImageClassifier``.
 
     ``loss`` mode returns the student's own head loss (keys unchanged, e.g.
-    ``loss``) plus ``loss_<name>`` for every distillation loss, computed on
-    the head logits ``(B, C)`` of both models with the ground-truth labels as
-    ``target`` (used by DKD, RLD and SDD). :class:`~mmkd.models.losses.SDDLoss`
-    instead receives each model's last backbone feature map before global
-    pooling and its linear classifier (``head.fc``). The teacher runs under
-    ``torch.no_grad()`` on the batch re-normalised for it. ``predict`` and
-    ``tensor`` modes run the student alone.
+    ``loss``) plus ``loss_<name>`` for every distillation loss. Losses that
+    consume ``'logits'`` get the head logits ``(B, C)`` of both models with the
+    ground-truth labels as ``target``; losses that consume ``'features'``
+    (:class:`~mmkd.models.losses.SDDLoss`) get each model's last backbone
+    feature map before global pooling and its linear classifier (``head.fc``).
+    The teacher runs under ``torch.no_grad()`` on the batch re-normalised for
+    it. ``predict`` and ``tensor`` modes run the student alone.
 
     Losses whose ``ignore_index`` is one of the classes (255 on ImageNet) get
     ``ignore_index=None``: classification labels have no ignore value.
@@ -75,26 +75,17 @@ class ClsDistiller(BaseDistiller):
             config path / ``'mmpretrain::resnet/resnet34_8xb32_in1k.py'``.
         teacher_ckpt (str, optional): Path or URL of the teacher checkpoint.
             Defaults to None (random teacher, for tests only).
-        distill_losses (dict): ``name -> loss config``. Defaults to None.
+        distill_losses (dict, optional): ``name -> loss config``. Defaults to None.
         data_preprocessor (dict, optional): The config's top-level data
             preprocessor (set by the Runner), used by the student if its dict
             has none. Defaults to None.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
     """
 
-    def __init__(self,
-                 student: ModelCfg,
-                 teacher: ModelCfg,
-                 teacher_ckpt: Optional[str] = None,
-                 distill_losses: Optional[Dict[str, dict]] = None,
-                 data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(student, teacher, teacher_ckpt, distill_losses, data_preprocessor,
-                         init_cfg)
-        disable_class_ignore_index(self.distill_losses, num_classes_of(self.student))
+    accepted_inputs = ('logits', 'features')
 
-    def check_compatibility(self) -> None:
-        """Same number of classes; a linear ``head.fc`` on both models for SDD."""
+    def check_models(self) -> None:
+        """mmpretrain classifiers with the same number of classes."""
         for role, model in (('student', self.student), ('teacher', self.teacher)):
             if not (hasattr(model, 'extract_feat') and hasattr(model, 'head')):
                 raise TypeError(f'ClsDistiller needs mmpretrain ImageClassifier models; the '
@@ -103,12 +94,19 @@ class ClsDistiller(BaseDistiller):
         if num_s != num_t:
             raise ValueError(f'student and teacher must have the same classes: the student '
                              f'has {num_s}, the teacher {num_t}')
-        sdd = [n for n, loss in self.distill_losses.items() if isinstance(loss, SDDLoss)]
-        for role, model in (('student', self.student), ('teacher', self.teacher)):
-            if sdd and not isinstance(getattr(model.head, 'fc', None), nn.Linear):
-                raise TypeError(f'SDD loss "{sdd[0]}" applies the linear classifier head.fc '
-                                f'to local features, but the {role} head '
-                                f'{type(model.head).__name__} has no nn.Linear fc')
+
+    def check_loss(self, name: str, loss: nn.Module) -> None:
+        """A linear ``head.fc`` on both models for feature losses; no class ignored."""
+        if self.input_of[name] == 'features':
+            for role, model in (('student', self.student), ('teacher', self.teacher)):
+                if not isinstance(getattr(model.head, 'fc', None), nn.Linear):
+                    raise TypeError(f'{type(loss).__name__} "{name}" applies the linear '
+                                    f'classifier head.fc to local features, but the {role} '
+                                    f'head {type(model.head).__name__} has no nn.Linear fc')
+        disable_class_ignore_index(name, loss, num_classes_of(self.student))
+
+    def student_loss_keys(self) -> Set[str]:
+        return {'loss'}
 
     def loss(self, inputs: Tensor, data_samples: list) -> Dict[str, Tensor]:
         """Student head loss plus ``loss_<name>`` distillation losses."""
@@ -116,13 +114,13 @@ class ClsDistiller(BaseDistiller):
         with torch.no_grad():
             feats_T, logits_T = classifier_forward(self.teacher, self.teacher_inputs(inputs))
         # The head's own loss on these logits (one head forward for both uses).
-        losses = self.student.head._get_loss(logits_S, data_samples)
+        losses = cls_head_loss(self.student.head, logits_S, data_samples)
         target = gt_labels(data_samples).to(logits_S.device)
+        distill = {}
         for name, loss in self.distill_losses.items():
-            if isinstance(loss, SDDLoss):
-                value = self.distill_loss(name, feats_S[-1], feats_T[-1], target,
-                                          self.student.head.fc, self.teacher.head.fc)
+            if self.input_of[name] == 'features':
+                distill[f'loss_{name}'] = loss(feats_S[-1], feats_T[-1], target,
+                                               self.student.head.fc, self.teacher.head.fc)
             else:
-                value = self.distill_loss(name, logits_S, logits_T, target)
-            losses[f'loss_{name}'] = value
-        return losses
+                distill[f'loss_{name}'] = loss(logits_S, logits_T, target)
+        return self.add_distill_losses(losses, distill)

@@ -1,21 +1,19 @@
 """Logit distillation for single-stage detectors with sigmoid heads (mmdet 3.x)."""
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Set
 
 import torch
 from torch import Tensor
 
 from mmkd.registry import MODELS
 
-from .base import BaseDistiller
-
-#: Losses defined for independent (sigmoid) class probabilities.
-SIGMOID_LOSSES = ('KDLoss', 'DISTLoss')
+from .base import loss_module_keys
+from .teacher_student import TeacherStudentDistiller
 
 
 @MODELS.register_module()
-class DenseHeadDistiller(BaseDistiller):
+class DenseHeadDistiller(TeacherStudentDistiller):
     """Distils the class scores of a dense (single-stage) detection head.
 
     The student runs what mmdet's ``SingleStageDetector.loss`` runs
@@ -29,9 +27,10 @@ class DenseHeadDistiller(BaseDistiller):
 
     Heads with sigmoid classification (``use_sigmoid_cls``) and mmdet's
     ``BaseDenseHead.loss`` are accepted: RetinaNet, FCOS, ATSS, GFL... Only
-    losses defined for independent Bernoulli classes are: ``KDLoss`` and
-    ``DISTLoss`` with ``use_sigmoid=True``. Student and teacher must have the
-    same classes, anchors per location (and base anchors) and strides.
+    losses that consume ``'logits'``, declare ``sigmoid_capable`` and run with
+    ``use_sigmoid=True`` are (``KDLoss``, ``DISTLoss``): no class labels are
+    passed. Student and teacher must have the same classes, anchors per
+    location (and base anchors) and strides.
 
     Args:
         student (dict): A ``SingleStageDetector`` config.
@@ -42,7 +41,10 @@ class DenseHeadDistiller(BaseDistiller):
         init_cfg (dict, optional): Initialisation config. Defaults to None.
     """
 
-    def check_compatibility(self) -> None:
+    sigmoid_classes = True
+    gives_target = False
+
+    def check_models(self) -> None:
         from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
         from mmdet.models.detectors import SingleStageDetector
         for role, model in (('student', self.student), ('teacher', self.teacher)):
@@ -69,14 +71,13 @@ class DenseHeadDistiller(BaseDistiller):
                 raise ValueError(f'DenseHeadDistiller: student and teacher differ in {what}: '
                                  f'{a} (student {type(s).__name__}) vs {b} (teacher '
                                  f'{type(t).__name__})')
-        for name, loss in self.distill_losses.items():
-            kind = type(loss).__name__
-            if kind not in SIGMOID_LOSSES or not getattr(loss, 'use_sigmoid', False):
-                fix = 'set use_sigmoid=True' if kind in SIGMOID_LOSSES else \
-                    f'{kind} is defined only for a softmax over mutually exclusive classes'
-                raise ValueError(f'DenseHeadDistiller: loss {name!r} ({kind}) cannot distil the '
-                                 f'sigmoid head {type(s).__name__}: {fix}; use '
-                                 f'{" or ".join(SIGMOID_LOSSES)} with use_sigmoid=True')
+
+    def loss_requirements(self, name: str) -> dict:
+        return dict(head=f'the sigmoid head {type(self.student.bbox_head).__name__}')
+
+    def student_loss_keys(self) -> Set[str]:
+        """The head's ``loss_<x>`` modules: ``loss_cls``, ``loss_bbox``, ``loss_centerness``..."""
+        return loss_module_keys(self.student.bbox_head)
 
     def loss(self, inputs: Tensor, data_samples: list) -> Dict[str, Tensor]:
         """Student losses (as ``student.loss``) plus ``loss_<name>`` terms."""
@@ -90,10 +91,11 @@ class DenseHeadDistiller(BaseDistiller):
                 self.teacher_inputs(inputs)))[0]
         rows_s = [self.rows(c) for c in outs[0]]
         rows_t = [self.rows(c) for c in cls_t]
-        for name in self.distill_losses:
-            per_level = [self.distill_loss(name, s, t) for s, t in zip(rows_s, rows_t)]
-            losses[f'loss_{name}'] = sum(per_level) / len(per_level)
-        return losses
+        distill = {}
+        for name, loss in self.distill_losses.items():
+            per_level = [loss(s, t) for s, t in zip(rows_s, rows_t)]
+            distill[f'loss_{name}'] = sum(per_level) / len(per_level)
+        return self.add_distill_losses(losses, distill)
 
     def rows(self, cls_score: Tensor) -> Tensor:
         """``(B, A*C, H, W)`` -> ``(B*A, C, H, W)``, a view (mmdet's channel order a*C + c)."""

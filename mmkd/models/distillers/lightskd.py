@@ -1,26 +1,19 @@
 """LightSKD self-distillation of an mmpretrain image classifier (no teacher)."""
 import copy
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Set, Tuple
 
 import torch.nn.functional as F
-from mmengine.model import BaseModel
 from torch import Tensor
 
-from mmkd.models.losses import DRGLoss, DSRLoss
 from mmkd.registry import MODELS
+from mmkd.utils.compat import cls_head_loss
 
-from .base import (
-    BaseDistiller,
-    ModelCfg,
-    build_distill_losses,
-    build_model_from_cfg,
-    with_preprocessor,
-)
+from .base import ModelCfg, StudentDistiller
 from .cls_distiller import gt_labels, num_classes_of
 
 
 @MODELS.register_module()
-class LightSKD(BaseModel):
+class LightSKD(StudentDistiller):
     """LightSKD: an ``ImageClassifier`` distils itself with DRG and DSR.
 
     Lightweight Self-Knowledge Distillation with Multi-source Information
@@ -29,10 +22,13 @@ class LightSKD(BaseModel):
     * DRG: an auxiliary head (:class:`~mmkd.models.heads.DRGHead`) on backbone
       stage ``aux_stage`` is trained by its own cross-entropy (``loss_aux``)
       and, detached, guides the final logits through
-      :class:`~mmkd.models.losses.DRGLoss` (``loss_drg``).
+      :class:`~mmkd.models.losses.DRGLoss` (``loss_drg``). Any loss that
+      consumes ``'logits'`` is used this way: it gets
+      ``(final logits, auxiliary logits, labels)``.
     * DSR: :class:`~mmkd.models.losses.DSRLoss` (``loss_dsr``) pulls the sorted
       final logits towards the previous batch's, which the loss module keeps
-      (one per model, never in checkpoints; 0 on the first batch).
+      (one per model, never in checkpoints; 0 on the first batch). Losses that
+      consume ``'student_logits'`` get the final logits alone.
 
     The backbone is made to also return stage ``aux_stage`` (its
     ``out_indices`` are extended); the student's neck and head still see
@@ -41,7 +37,7 @@ class LightSKD(BaseModel):
     alone and ``tools/model_converters/extract_student.py`` drops it. The
     distillation losses (not ``loss_aux``) are scaled by
     ``distill_loss_scale``, which :class:`~mmkd.engine.DistillLossScheduleHook`
-    sets.
+    sets. A distillation loss named ``aux`` (key ``loss_aux``) is refused.
 
     Args:
         student (dict): The mmpretrain ``ImageClassifier`` config.
@@ -53,7 +49,7 @@ class LightSKD(BaseModel):
             ``layer2``: the paper's stage 2).
         aux_loss_weight (float): Weight of the auxiliary cross-entropy.
             Defaults to 1.0.
-        distill_losses (dict): ``name -> DRGLoss / DSRLoss config``. Defaults
+        distill_losses (dict, optional): ``name -> loss config``. Defaults
             to ``drg=DRGLoss(T=4, loss_weight=0.2)`` and
             ``dsr=DSRLoss(T=4, loss_weight=1.0)`` (the official settings).
         data_preprocessor (dict, optional): The config's top-level data
@@ -61,6 +57,8 @@ class LightSKD(BaseModel):
             none. Defaults to None.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
     """
+
+    accepted_inputs = ('logits', 'student_logits')
 
     def __init__(self,
                  student: ModelCfg,
@@ -70,9 +68,10 @@ class LightSKD(BaseModel):
                  distill_losses: Optional[Dict[str, dict]] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
-        student_model = build_model_from_cfg(with_preprocessor(student, data_preprocessor))
-        super().__init__(data_preprocessor=student_model.data_preprocessor, init_cfg=init_cfg)
-        self.student = student_model
+        if distill_losses is None:
+            distill_losses = dict(drg=dict(type='DRGLoss', temperature=4.0, loss_weight=0.2),
+                                  dsr=dict(type='DSRLoss', temperature=4.0, loss_weight=1.0))
+        super().__init__(student, distill_losses, data_preprocessor, init_cfg)
         backbone = self.student.backbone
         if not hasattr(backbone, 'out_indices'):
             raise TypeError(f'LightSKD needs a backbone with out_indices (such as ResNet), got '
@@ -92,19 +91,10 @@ class LightSKD(BaseModel):
                              f'{num_classes_of(self.student)}')
         self.aux_head = MODELS.build(aux_head)
         self.aux_loss_weight = aux_loss_weight
-        if distill_losses is None:
-            distill_losses = dict(drg=dict(type='DRGLoss', temperature=4.0, loss_weight=0.2),
-                                  dsr=dict(type='DSRLoss', temperature=4.0, loss_weight=1.0))
-        self.distill_losses = build_distill_losses(distill_losses)
-        for name, loss in self.distill_losses.items():
-            if not isinstance(loss, (DRGLoss, DSRLoss)):
-                raise TypeError(f'LightSKD takes DRGLoss and DSRLoss only; "{name}" is a '
-                                f'{type(loss).__name__}')
-        #: Multiplies the distillation losses (warm-up / stop schedules).
-        self.distill_loss_scale = 1.0
 
-    # The same scaled call as the teacher-student distillers.
-    distill_loss = BaseDistiller.distill_loss
+    def student_loss_keys(self) -> Set[str]:
+        """The head's ``loss`` and the auxiliary head's ``loss_aux``."""
+        return {'loss', 'loss_aux'}
 
     def extract_feat(self, inputs: Tensor) -> Tuple[Tensor, tuple]:
         """The auxiliary stage's feature map and the student's neck output."""
@@ -126,7 +116,7 @@ class LightSKD(BaseModel):
         """Student head loss, ``loss_aux`` and ``loss_<name>`` (DRG, DSR)."""
         aux_feat, neck = self.extract_feat(inputs)
         logits = self.student.head(neck)
-        losses = self.student.head._get_loss(logits, data_samples)
+        losses = cls_head_loss(self.student.head, logits, data_samples)
         in_channels = getattr(self.aux_head, 'in_channels', aux_feat.shape[1])
         if aux_feat.shape[1] != in_channels:
             raise ValueError(f'aux_head expects {in_channels} channels but backbone stage '
@@ -135,9 +125,10 @@ class LightSKD(BaseModel):
         aux_logits = self.aux_head(aux_feat)
         target = gt_labels(data_samples).to(logits.device)
         losses['loss_aux'] = F.cross_entropy(aux_logits, target) * self.aux_loss_weight
+        distill = {}
         for name, loss in self.distill_losses.items():
-            if isinstance(loss, DRGLoss):
-                losses[f'loss_{name}'] = self.distill_loss(name, logits, aux_logits.detach())
+            if self.input_of[name] == 'logits':
+                distill[f'loss_{name}'] = loss(logits, aux_logits.detach(), target)
             else:
-                losses[f'loss_{name}'] = self.distill_loss(name, logits)
-        return losses
+                distill[f'loss_{name}'] = loss(logits)
+        return self.add_distill_losses(losses, distill)

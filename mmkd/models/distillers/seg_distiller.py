@@ -1,5 +1,5 @@
 """Semantic segmentation distillation for mmseg ``EncoderDecoder`` models."""
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -7,10 +7,8 @@ from torch import Tensor, nn
 
 from mmkd.registry import MODELS
 
-from .base import BaseDistiller, ModelCfg
-
-#: Losses without a per-pixel form (they need image features and classifiers).
-_NOT_PER_PIXEL = ('SDDLoss', )
+from .base import ModelCfg
+from .teacher_student import TeacherStudentDistiller
 
 
 def _aux_heads(model: nn.Module) -> List[Tuple[str, nn.Module]]:
@@ -23,6 +21,12 @@ def _aux_heads(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     return [('aux', heads)]
 
 
+def _loss_modules(head: nn.Module) -> List[nn.Module]:
+    """The loss modules of an mmseg decode head (``loss_decode``: one or a list)."""
+    losses = getattr(head, 'loss_decode', [])
+    return list(losses) if isinstance(losses, nn.ModuleList) else [losses]
+
+
 def seg_labels(data_samples: Sequence, size: Tuple[int, int]) -> Tensor:
     """The batch's ``gt_sem_seg`` labels ``(N, h, w)`` resized (nearest) to ``size``."""
     labels = torch.stack([ds.gt_sem_seg.data for ds in data_samples])  # (N, 1, H, W)
@@ -32,7 +36,7 @@ def seg_labels(data_samples: Sequence, size: Tuple[int, int]) -> Tensor:
 
 
 @MODELS.register_module()
-class SegDistiller(BaseDistiller):
+class SegDistiller(TeacherStudentDistiller):
     """Distils an mmseg ``EncoderDecoder`` from another one through its logits.
 
     The student computes its own decode-head (and auxiliary-head) losses, with
@@ -51,10 +55,11 @@ class SegDistiller(BaseDistiller):
             (``'mmseg::pspnet/pspnet_r101-d8_4xb2-80k_cityscapes-512x1024.py'``).
         teacher_ckpt (str, optional): Teacher checkpoint path or URL.
             Defaults to None.
-        distill_losses (dict): ``name -> loss config`` of per-pixel
-            teacher-student losses (``KDLoss``, ``DISTLoss``, ``DKDLoss``,
-            ``ReKDLoss``, ``RLDLoss``, ``ChannelWiseDivergence``...); each adds
-            ``loss_<name>``. Defaults to None.
+        distill_losses (dict, optional): ``name -> loss config`` of losses that
+            consume ``'logits'`` (per pixel: ``KDLoss``, ``DISTLoss``,
+            ``DKDLoss``, ``ReKDLoss``, ``RLDLoss``) or ``'logit_maps'``
+            (``ChannelWiseDivergence``); each adds ``loss_<name>``. Defaults
+            to None.
         aux_distill_weight (float): When positive, every distillation loss is
             also applied to the auxiliary heads' logits (student head ``i``
             against teacher head ``i``), multiplied by this weight, as
@@ -66,6 +71,8 @@ class SegDistiller(BaseDistiller):
         init_cfg (dict, optional): Initialisation config. Defaults to None.
     """
 
+    accepted_inputs = ('logits', 'logit_maps')
+
     def __init__(self,
                  student: ModelCfg,
                  teacher: ModelCfg,
@@ -74,13 +81,13 @@ class SegDistiller(BaseDistiller):
                  aux_distill_weight: float = 0.0,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
-        if aux_distill_weight < 0:
+        if not aux_distill_weight >= 0:
             raise ValueError(f'aux_distill_weight must be >= 0, got {aux_distill_weight}')
+        super().__init__(student, teacher, teacher_ckpt, distill_losses, data_preprocessor,
+                         init_cfg)
         self.aux_distill_weight = float(aux_distill_weight)
-        super().__init__(student, teacher, teacher_ckpt, distill_losses,
-                         data_preprocessor=data_preprocessor, init_cfg=init_cfg)
 
-    def check_compatibility(self) -> None:
+    def check_models(self) -> None:
         try:
             from mmseg.models.segmentors import CascadeEncoderDecoder, EncoderDecoder
         except ImportError as e:
@@ -105,18 +112,26 @@ class SegDistiller(BaseDistiller):
                     f'SegDistiller: the student predicts {head_s.out_channels} classes but the '
                     f'teacher {head_t.out_channels} ({where} num_classes): distillation needs '
                     'the same classes in both models.')
+
+    def check_loss(self, name: str, loss: nn.Module) -> None:
+        """The loss ignores the label the student's decode head ignores."""
         ignore = self.student.decode_head.ignore_index
-        for name, loss in self.distill_losses.items():
-            if type(loss).__name__ in _NOT_PER_PIXEL:
-                raise ValueError(
-                    f'SegDistiller: distill_losses.{name} is {type(loss).__name__}, which needs '
-                    'image features and linear classifiers and has no per-pixel form; use it '
-                    'with a classification distiller. Per-pixel losses: KDLoss, DISTLoss, '
-                    'DKDLoss, ReKDLoss, RLDLoss, ChannelWiseDivergence.')
-            if getattr(loss, 'ignore_index', ignore) != ignore:
-                raise ValueError(
-                    f'SegDistiller: distill_losses.{name} has ignore_index={loss.ignore_index} '
-                    f'but the student decode head ignores {ignore}; set them equal.')
+        if getattr(loss, 'ignore_index', ignore) != ignore:
+            raise ValueError(
+                f'SegDistiller: distill_losses.{name} has ignore_index={loss.ignore_index} '
+                f'but the student decode head ignores {ignore}; set them equal.')
+
+    def student_loss_keys(self) -> Set[str]:
+        """mmseg's keys: ``decode.loss_ce``, ``aux.loss_ce``... (never ``loss_<name>``)."""
+        heads = [('decode', self.student.decode_head)] + _aux_heads(self.student)
+        return {f'{prefix}.{loss.loss_name}' for prefix, head in heads
+                for loss in _loss_modules(head)}
+
+    def distill_loss_keys(self, name: str) -> List[str]:
+        """``loss_<name>``, and ``loss_<name>_aux`` (``_aux_<i>``) with ``aux_distill_weight``."""
+        if self.aux_distill_weight == 0:
+            return [f'loss_{name}']
+        return [f'loss_{name}'] + [f'loss_{name}_{p}' for p, _ in _aux_heads(self.student)]
 
     def loss(self, inputs: Tensor, data_samples: list) -> Dict[str, Tensor]:
         student, teacher = self.student, self.teacher
@@ -138,6 +153,7 @@ class SegDistiller(BaseDistiller):
         suffixes = [''] + [f'_{p}' for p, _ in _aux_heads(student)]
         weights = [1.0] + [self.aux_distill_weight] * (len(logits_t) - 1)
         targets: Dict[Tuple[int, int], Tensor] = {}  # labels per decoder resolution
+        distill: Dict[str, Tensor] = {}
         for out_s, out_t, suffix, weight in zip(logits_s, logits_t, suffixes, weights):
             size = tuple(out_s.shape[-2:])
             if tuple(out_t.shape[-2:]) != size:
@@ -146,10 +162,10 @@ class SegDistiller(BaseDistiller):
             if size not in targets:
                 targets[size] = seg_labels(data_samples, size)
             target = targets[size]
-            for name in self.distill_losses:
-                value = self.distill_loss(name, out_s, out_t, target)
-                losses[f'loss_{name}{suffix}'] = value * weight if weight != 1.0 else value
-        return losses
+            for name, loss in self.distill_losses.items():
+                value = loss(out_s, out_t, target)
+                distill[f'loss_{name}{suffix}'] = value * weight if weight != 1.0 else value
+        return self.add_distill_losses(losses, distill)
 
     @staticmethod
     def _head_losses(prefix: str, head: nn.Module, logits: Tensor,

@@ -2,23 +2,41 @@
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Optional
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Set, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from mmkd.registry import MODELS
+from mmkd.utils.compat import roi_bbox_forward, roi_mask_forward
 
-from ..losses.sdd_loss import SDDLoss
-from .base import BaseDistiller, ModelCfg
+from .base import ModelCfg, loss_module_keys
 from .sdd_roi import double_res_extractor, roi_view_logits
+from .teacher_student import TeacherStudentDistiller
 
-#: Loss keys of the student (``loss_<name>`` must not shadow them).
-STUDENT_KEYS = ('loss_cls', 'loss_bbox', 'loss_mask', 'loss_rpn_cls', 'loss_rpn_bbox')
+
+@dataclass
+class StudentPass:
+    """What the student's training pass gives the distillation losses."""
+
+    #: FPN features.
+    x: Tuple[Tensor, ...]
+    #: The sampled RoIs ``(R, 5)`` and their labels ``(R,)`` (background ``= C``).
+    rois: Tensor
+    labels: Tensor
+    #: The student's RoI class logits ``(R, C+1)``.
+    cls_score: Tensor
+    #: mmdet's sampling results (positive RoIs and their labels).
+    sampling_results: list
+    #: The student's own losses, keys and values as ``TwoStageDetector.loss``.
+    losses: Dict[str, Tensor]
+    #: Mask logits of the positive RoIs ``(P, C, h, w)`` (Mask R-CNN), else None.
+    mask_preds: Optional[Tensor] = None
 
 
 @MODELS.register_module()
-class TwoStageDistiller(BaseDistiller):
+class TwoStageDistiller(TeacherStudentDistiller):
     """Distils the RoI class logits of a two-stage detector.
 
     The student runs what mmdet's ``TwoStageDetector.loss`` and
@@ -26,25 +44,28 @@ class TwoStageDistiller(BaseDistiller):
     sampling, box and mask losses): its loss keys and values are unchanged.
     Under ``torch.no_grad()`` the teacher runs ``extract_feat``, then its RoI
     extractor and box head on the student's sampled RoIs; never its RPN or
-    its losses. Each loss of ``distill_losses`` compares the ``(R, C+1)``
+    its losses. Losses that consume ``'logits'`` compare the ``(R, C+1)``
     logits of both, with the RoI labels (background ``= C``) as targets, as
-    the official DKD detection code (Zhao et al., CVPR 2022). ``SDDLoss``
-    compares five views of every RoI through each box head instead (see
-    :mod:`mmkd.models.distillers.sdd_roi`; the loss's ``scales`` are unused).
+    the official DKD detection code (Zhao et al., CVPR 2022). Losses that
+    consume ``'views'`` (``SDDLoss``) compare five views of every RoI through
+    each box head instead (see :mod:`mmkd.models.distillers.sdd_roi`).
 
     Args:
         student (dict): A ``TwoStageDetector`` config with a ``StandardRoIHead``.
         teacher (dict | str): The same, or a config path / ``'mmdet::...'``.
         teacher_ckpt (str, optional): Teacher checkpoint. Defaults to None.
-        distill_losses (dict): ``name -> loss config`` on the RoI class
-            logits. Defaults to None.
+        distill_losses (dict, optional): ``name -> loss config`` on the RoI
+            class logits (or views). Defaults to None.
         mask_distill_losses (dict, optional): ``name -> loss config`` on the
             mask logits of the positive RoIs, ground-truth class channel, as
-            ``(P, 1, h, w)`` sigmoid maps (``KDLoss`` / ``DISTLoss`` with
-            ``use_sigmoid=True``). Mask R-CNN. Defaults to None (off).
-        data_preprocessor (dict, optional): See :class:`BaseDistiller`.
+            ``(P, 1, h, w)`` sigmoid maps: sigmoid-capable losses with
+            ``use_sigmoid=True`` (``KDLoss``, ``DISTLoss``). Mask R-CNN.
+            Defaults to None (off).
+        data_preprocessor (dict, optional): See :class:`TeacherStudentDistiller`.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
     """
+
+    accepted_inputs = ('logits', 'views')
 
     def __init__(self,
                  student: ModelCfg,
@@ -55,21 +76,19 @@ class TwoStageDistiller(BaseDistiller):
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         logit_losses, mask_losses = dict(distill_losses or {}), dict(mask_distill_losses or {})
-        if set(logit_losses) & set(mask_losses):
-            raise ValueError(f'TwoStageDistiller: loss names {set(logit_losses) & set(mask_losses)}'
-                             ' are in both distill_losses and mask_distill_losses')
+        both = sorted(set(logit_losses) & set(mask_losses))
+        if both:
+            raise ValueError(f'TwoStageDistiller: loss names {both} are in both distill_losses '
+                             'and mask_distill_losses')
         super().__init__(student, teacher, teacher_ckpt, {**logit_losses, **mask_losses},
                          data_preprocessor, init_cfg)
-        #: ``name -> 'logits' | 'sdd' | 'mask'``: what each distillation loss compares.
-        self.loss_kinds = {name: 'mask' if name in mask_losses else 'sdd' if isinstance(
-            loss, SDDLoss) else 'logits' for name, loss in self.distill_losses.items()}
-        self.check_losses()
-        self.sdd_extractors = nn.ModuleDict()  # RoIAlign only: no weights
-        if 'sdd' in self.loss_kinds.values():
-            for role in ('student', 'teacher'):
-                self.sdd_extractors[role] = double_res_extractor(getattr(self, role).roi_head)
+        #: Names of the losses on mask logits.
+        self.mask_losses = frozenset(mask_losses)
+        #: ``role -> RoI extractor at twice the box head's size``, for 'views'
+        #: losses (RoIAlign only: no weights, so not registered as submodules).
+        self.view_extractors: Dict[str, nn.Module] = {}
 
-    def check_compatibility(self) -> None:
+    def check_models(self) -> None:
         from mmdet.models.detectors import TwoStageDetector
         from mmdet.models.roi_heads import StandardRoIHead
         for role, model in (('student', self.student), ('teacher', self.teacher)):
@@ -92,27 +111,74 @@ class TwoStageDistiller(BaseDistiller):
             raise ValueError(f'TwoStageDistiller: the student has {n_s} classes and the teacher '
                              f'{n_t}; they must be the same')
 
-    def check_losses(self) -> None:
-        """Loss names, ``ignore_index`` against the RoI labels, mask losses."""
-        num_classes = self.student.roi_head.bbox_head.num_classes
-        for name, loss in self.distill_losses.items():
-            kind, ignore = type(loss).__name__, getattr(loss, 'ignore_index', None)
-            if f'loss_{name}' in STUDENT_KEYS:
-                raise ValueError(f'TwoStageDistiller: a distillation loss named {name!r} would '
-                                 f'overwrite the student\'s "loss_{name}"')
-            if self.loss_kinds[name] == 'mask':
-                if not (self.student.roi_head.with_mask and self.teacher.roi_head.with_mask):
-                    raise TypeError('TwoStageDistiller: mask_distill_losses need a mask head in '
-                                    'the student and in the teacher (Mask R-CNN)')
-                if not getattr(loss, 'use_sigmoid', False):
-                    raise ValueError(f'TwoStageDistiller: mask loss {name!r} ({kind}) must be '
-                                     'KDLoss / DISTLoss with use_sigmoid=True')
-            elif ignore is not None and 0 <= ignore <= num_classes:
-                raise ValueError(f'TwoStageDistiller: {kind} {name!r} has ignore_index={ignore}, '
-                                 f'a RoI label of these {num_classes}+1 classes: set it to None')
+    def loss_requirements(self, name: str) -> dict:
+        """Mask losses: sigmoid maps of logits, no labels."""
+        if name in self.mask_losses:
+            return dict(accepted=('logits', ), sigmoid=True, target=False,
+                        head='the mask logits of the positive RoIs')
+        box_head = type(self.student.roi_head.bbox_head).__name__
+        return dict(head=f'the RoI class logits of {box_head}')
+
+    def check_loss(self, name: str, loss: nn.Module) -> None:
+        """Mask heads for mask losses, ``ignore_index`` against the RoI labels."""
+        roi_s, roi_t = self.student.roi_head, self.teacher.roi_head
+        if name in self.mask_losses:
+            if not (roi_s.with_mask and roi_t.with_mask):
+                raise TypeError('TwoStageDistiller: mask_distill_losses need a mask head in '
+                                'the student and in the teacher (Mask R-CNN)')
+            return
+        ignore, num_classes = getattr(loss, 'ignore_index', None), roi_s.bbox_head.num_classes
+        if ignore is not None and 0 <= ignore <= num_classes:
+            raise ValueError(f'TwoStageDistiller: {type(loss).__name__} {name!r} has '
+                             f'ignore_index={ignore}, a RoI label of these {num_classes}+1 '
+                             'classes: set it to None')
+        if self.input_of[name] == 'views' and not self.view_extractors:
+            self.view_extractors = {'student': double_res_extractor(roi_s),
+                                    'teacher': double_res_extractor(roi_t)}
+
+    def student_loss_keys(self) -> Set[str]:
+        """``loss_rpn_cls``, ``loss_rpn_bbox``, ``loss_cls``, ``loss_bbox`` (``loss_mask``)."""
+        roi_head = self.student.roi_head
+        keys = loss_module_keys(self.student.rpn_head, 'rpn_') | loss_module_keys(
+            roi_head.bbox_head)
+        return keys | loss_module_keys(roi_head.mask_head) if roi_head.with_mask else keys
 
     def loss(self, inputs: Tensor, data_samples: list) -> Dict[str, Tensor]:
         """Student losses (as ``student.loss``) plus ``loss_<name>`` terms."""
+        from mmdet.structures.bbox import bbox2roi
+        s = self.student_pass(inputs, data_samples)
+        kinds = {'mask' if n in self.mask_losses else k for n, k in self.input_of.items()}
+        if 'mask' in kinds:
+            pos_labels = torch.cat([res.pos_gt_labels for res in s.sampling_results])
+            pos_rois = bbox2roi([res.pos_priors for res in s.sampling_results])
+            mask_s = label_channel(s.mask_preds, pos_labels, self.student.roi_head.mask_head)
+        if 'views' in kinds:
+            views_s = roi_view_logits(self.view_extractors['student'],
+                                      self.student.roi_head.bbox_head, s.x, s.rois)
+        # The teacher: its features, its RoI head on exactly the student's RoIs.
+        teacher = self.teacher.roi_head
+        with torch.no_grad():
+            x_t = self.teacher.extract_feat(self.teacher_inputs(inputs))
+            if 'logits' in kinds:
+                cls_t = roi_bbox_forward(teacher, x_t, s.rois)['cls_score']
+            if 'views' in kinds:
+                views_t = roi_view_logits(self.view_extractors['teacher'], teacher.bbox_head,
+                                          x_t, s.rois)
+            if 'mask' in kinds:
+                mask_t = label_channel(roi_mask_forward(teacher, x_t, pos_rois)['mask_preds'],
+                                       pos_labels, teacher.mask_head)
+        distill = {}
+        for name, loss in self.distill_losses.items():
+            if name in self.mask_losses:
+                distill[f'loss_{name}'] = loss(mask_s, mask_t)
+            elif self.input_of[name] == 'logits':
+                distill[f'loss_{name}'] = loss(s.cls_score, cls_t, s.labels)
+            else:
+                distill[f'loss_{name}'] = loss.loss_on_views(views_s, views_t, s.labels)
+        return self.add_distill_losses(s.losses, distill)
+
+    def student_pass(self, inputs: Tensor, data_samples: list) -> StudentPass:
+        """What ``TwoStageDetector.loss`` and ``StandardRoIHead.loss`` run, keeping the RoIs."""
         from mmdet.models.utils import unpack_gt_instances
         from mmdet.structures.bbox import bbox2roi
         student, roi_head = self.student, self.student.roi_head
@@ -136,46 +202,19 @@ class TwoStageDistiller(BaseDistiller):
             sampling_results.append(roi_head.bbox_sampler.sample(
                 assign_result, rpn_results, gt_instances[i], feats=[lvl[i][None] for lvl in x]))
         rois = bbox2roi([res.priors for res in sampling_results])
-        bbox_results = roi_head._bbox_forward(x, rois)
+        bbox_results = roi_bbox_forward(roi_head, x, rois)
         bbox_loss_and_target = roi_head.bbox_head.loss_and_target(
             bbox_results['cls_score'], bbox_results['bbox_pred'], rois, sampling_results,
             roi_head.train_cfg)
         losses.update(bbox_loss_and_target['loss_bbox'])
-        labels = bbox_loss_and_target['bbox_targets'][0]  # (R,); background = num_classes
+        mask_preds = None
         if roi_head.with_mask:
             mask_results = roi_head.mask_loss(x, sampling_results, bbox_results['bbox_feats'],
                                               gt_instances)
             losses.update(mask_results['loss_mask'])
-
-        # The student's side of the SDD views and mask losses, then the teacher: its
-        # features, its RoI head on exactly the student's RoIs (and positive RoIs).
-        teacher, kinds = self.teacher, self.loss_kinds
-        if 'mask' in kinds.values():
-            pos_labels = torch.cat([res.pos_gt_labels for res in sampling_results])
-            pos_rois = bbox2roi([res.pos_priors for res in sampling_results])
-            mask_s = label_channel(mask_results['mask_preds'], pos_labels, roi_head.mask_head)
-        if 'sdd' in kinds.values():
-            views_s = roi_view_logits(self.sdd_extractors['student'], roi_head.bbox_head, x, rois)
-        with torch.no_grad():
-            x_t = teacher.extract_feat(self.teacher_inputs(inputs))
-            if 'logits' in kinds.values():
-                cls_t = teacher.roi_head._bbox_forward(x_t, rois)['cls_score']
-            if 'sdd' in kinds.values():
-                views_t = roi_view_logits(self.sdd_extractors['teacher'],
-                                          teacher.roi_head.bbox_head, x_t, rois)
-            if 'mask' in kinds.values():
-                mask_t = label_channel(teacher.roi_head._mask_forward(x_t, pos_rois)['mask_preds'],
-                                       pos_labels, teacher.roi_head.mask_head)
-        for name, kind in kinds.items():
-            if kind == 'logits':
-                losses[f'loss_{name}'] = self.distill_loss(name, bbox_results['cls_score'], cls_t,
-                                                           labels)
-            elif kind == 'sdd':
-                losses[f'loss_{name}'] = self.distill_loss_scale * self.distill_losses[
-                    name].loss_on_views(views_s, views_t, labels)
-            else:
-                losses[f'loss_{name}'] = self.distill_loss(name, mask_s, mask_t)
-        return losses
+            mask_preds = mask_results['mask_preds']
+        return StudentPass(x, rois, bbox_loss_and_target['bbox_targets'][0],
+                           bbox_results['cls_score'], sampling_results, losses, mask_preds)
 
 
 def label_channel(mask_preds: Tensor, labels: Tensor, mask_head: nn.Module) -> Tensor:

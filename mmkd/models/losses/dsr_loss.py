@@ -84,7 +84,8 @@ class DSRLoss(DistillLossInfo, nn.Module):
     ``min(B_prev, B)`` rows are paired. The self-distiller calls it once per
     training step with the final logits::
 
-        losses['loss_dsr'] = dsr_loss(final_logits, target)
+        dsr = DSRLoss(temperature=4.0)          # one module per model
+        losses['loss_dsr'] = dsr(final_logits)  # 0 on the first batch
 
     and may call :meth:`reset` when a new epoch starts or after validation.
     Every call stores the current batch, so it must not be called on

@@ -138,7 +138,7 @@ def test_sdd_uses_last_feature_maps_and_linear_classifiers():
 
 def test_sdd_needs_a_linear_fc_head():
     head = dict(type='StackedLinearClsHead', num_classes=10, in_channels=64, mid_channels=[32])
-    with pytest.raises(TypeError, match=r'SDD loss "sdd".*head.fc.*StackedLinearClsHead'):
+    with pytest.raises(TypeError, match=r'SDDLoss "sdd".*head.fc.*StackedLinearClsHead'):
         distiller(dict(sdd=dict(type='SDDLoss')), student=classifier(18, head=head))
     # Other losses are fine with any classification head.
     distiller(dict(kd=dict(type='KDLoss')), student=classifier(18, head=head))

@@ -160,10 +160,13 @@ def test_empty_image_trains_without_nan(batch):
 
 def test_refused_losses_and_heads():
     retina = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
-    for loss in ('DKDLoss', 'ReKDLoss', 'RLDLoss', 'SDDLoss'):
+    for loss in ('DKDLoss', 'ReKDLoss', 'RLDLoss'):
         with pytest.raises(ValueError, match=rf"\({loss}\) cannot distil the sigmoid head "
                                              r'RetinaHead: .* only for a softmax'):
             MODELS.build(light_pair(retina, distill_losses=dict(x=dict(type=loss))))
+    with pytest.raises(ValueError, match=r"\(SDDLoss\) cannot distil the sigmoid head "
+                                         r"RetinaHead: it consumes \('features', 'views'\)"):
+        MODELS.build(light_pair(retina, distill_losses=dict(x=dict(type='SDDLoss'))))
     with pytest.raises(ValueError, match=r'\(KDLoss\) cannot .* RetinaHead: set use_sigmoid=True'):
         MODELS.build(light_pair(retina, distill_losses=dict(kd=dict(type='KDLoss'))))
     softmax = light_pair(retina)

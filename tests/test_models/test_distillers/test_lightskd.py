@@ -164,8 +164,8 @@ def test_predict_and_export_exclude_the_aux_head():
 def test_clear_errors():
     with pytest.raises(ValueError, match='aux_stage'):
         lightskd(aux_stage=3)
-    with pytest.raises(TypeError, match='DRGLoss and DSRLoss only; "kd"'):
-        lightskd(distill_losses=dict(kd=dict(type='KDLoss')))
+    with pytest.raises(ValueError, match=r"'sdd' \(SDDLoss\).*consumes \('features', 'views'\)"):
+        lightskd(distill_losses=dict(sdd=dict(type='SDDLoss')))
     with pytest.raises(ValueError, match='aux_head has 7 classes'):
         lightskd(aux_head=dict(type='DRGHead', in_channels=16, num_classes=7))
     model = lightskd(aux_head=dict(type='DRGHead', in_channels=128))

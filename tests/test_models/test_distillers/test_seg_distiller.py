@@ -271,7 +271,7 @@ def test_class_count_mismatch_is_a_clear_error():
 
 
 def test_refused_configurations():
-    with pytest.raises(ValueError, match='SDDLoss.*no per-pixel form'):
+    with pytest.raises(ValueError, match=r'SDDLoss.*consumes .*gives \(.logits., .logit_maps.\)'):
         build(losses=dict(sdd=dict(type='SDDLoss')))
     with pytest.raises(ValueError, match='ignore_index=0 but the student decode head ignores 255'):
         build(losses=dict(kd=dict(type='KDLoss', ignore_index=0)))
