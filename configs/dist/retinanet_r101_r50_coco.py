@@ -1,17 +1,9 @@
-# DIST: RetinaNet R101-FPN -> R50-FPN, COCO 1x.
-# Student: retinanet_r50_fpn_1x_coco.py; teacher: retinanet_r101_fpn_1x_coco.py
-# (mmdet model zoo). Train: python tools/train.py configs/dist/retinanet_r101_r50_coco.py
-_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
-
-# DIST with sigmoid probabilities (use_sigmoid=True), per anchor and location of
-# every FPN level: tau=1, beta=1, gamma=1 (the official detection setting).
-model = dict(
-    _delete_=True,
-    type='mmkd.DenseHeadDistiller',
-    student=_base_.model,
-    teacher='mmdet::retinanet/retinanet_r101_fpn_1x_coco.py',
-    teacher_ckpt='https://download.openmmlab.com/mmdetection/v2.0/retinanet/retinanet_r101_fpn_1x_coco/retinanet_r101_fpn_1x_coco_20200130-7a93545f.pth',  # noqa: E501
-    distill_losses=dict(
-        dist=dict(type='DISTLoss', use_sigmoid=True, tau=1.0, beta=1.0, gamma=1.0,
-                  loss_weight=1.0)))
+# DIST (Huang et al., NeurIPS 2022) with sigmoid probabilities (use_sigmoid=True), per anchor
+# and location of every FPN level, RetinaNet R101-FPN -> R50-FPN, COCO 1x (the pair:
+# ../_base_/det/retinanet_r101_r50_coco.py). tau=1, beta=1, gamma=1 (the official detection
+# setting).
+# Train: python tools/train.py configs/dist/retinanet_r101_r50_coco.py
+_base_ = ['../_base_/det/retinanet_r101_r50_coco.py']
+model = dict(distill_losses=dict(
+    dist=dict(type='DISTLoss', use_sigmoid=True, tau=1.0, beta=1.0, gamma=1.0,
+              loss_weight=1.0)))

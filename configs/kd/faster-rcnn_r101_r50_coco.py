@@ -1,16 +1,6 @@
-# KD: Faster R-CNN R101-FPN -> R50-FPN, COCO 1x.
-# Student: faster-rcnn_r50_fpn_1x_coco.py; teacher: faster-rcnn_r101_fpn_1x_coco.py
-# (mmdet model zoo). Train: python tools/train.py configs/kd/faster-rcnn_r101_r50_coco.py
-_base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
-
-# KD (Hinton et al., 2015) on the RoI class logits (C+1 classes, background included).
+# KD (Hinton et al., 2015) on the RoI class logits (C+1 classes, background included),
+# Faster R-CNN R101-FPN -> R50-FPN, COCO 1x (the pair: ../_base_/det/faster-rcnn_r101_r50_coco.py).
 # T=1 as in the official DKD detection recipe (no official COCO KD setting; ours).
-model = dict(
-    _delete_=True,
-    type='mmkd.TwoStageDistiller',
-    student=_base_.model,
-    teacher='mmdet::faster_rcnn/faster-rcnn_r101_fpn_1x_coco.py',
-    teacher_ckpt='https://download.openmmlab.com/mmdetection/v2.0/faster_rcnn/faster_rcnn_r101_fpn_1x_coco/faster_rcnn_r101_fpn_1x_coco_20200130-f513f705.pth',  # noqa: E501
-    distill_losses=dict(
-        kd=dict(type='KDLoss', temperature=1.0, loss_weight=1.0)))
+# Train: python tools/train.py configs/kd/faster-rcnn_r101_r50_coco.py
+_base_ = ['../_base_/det/faster-rcnn_r101_r50_coco.py']
+model = dict(distill_losses=dict(kd=dict(type='KDLoss', temperature=1.0, loss_weight=1.0)))

@@ -1,18 +1,9 @@
-# ReKD: Faster R-CNN R101-FPN -> R50-FPN, COCO 1x.
-# Student: faster-rcnn_r50_fpn_1x_coco.py; teacher: faster-rcnn_r101_fpn_1x_coco.py
-# (mmdet model zoo). Train: python tools/train.py configs/rekd/faster-rcnn_r101_r50_coco.py
-_base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
-
-# ReKD (Xu et al., TCSVT 2023: TISD + NTID) on the RoI class logits. No
-# official COCO setting is published: k=5, alpha=1, beta=1, gamma=0 (the loss
-# defaults) with T=1 as every COCO logit recipe here (ours).
-model = dict(
-    _delete_=True,
-    type='mmkd.TwoStageDistiller',
-    student=_base_.model,
-    teacher='mmdet::faster_rcnn/faster-rcnn_r101_fpn_1x_coco.py',
-    teacher_ckpt='https://download.openmmlab.com/mmdetection/v2.0/faster_rcnn/faster_rcnn_r101_fpn_1x_coco/faster_rcnn_r101_fpn_1x_coco_20200130-f513f705.pth',  # noqa: E501
-    distill_losses=dict(
-        rekd=dict(type='ReKDLoss', k=5, alpha=1.0, beta=1.0, gamma=0.0, temperature=1.0,
-                  loss_weight=1.0)))
+# ReKD (Xu et al., TCSVT 2023: TISD + NTID) on the RoI class logits, Faster R-CNN R101-FPN ->
+# R50-FPN, COCO 1x (the pair: ../_base_/det/faster-rcnn_r101_r50_coco.py). No official COCO
+# setting is published: k=5, alpha=1, beta=1, gamma=0 (the loss defaults) with T=1 as every
+# COCO logit recipe here (ours).
+# Train: python tools/train.py configs/rekd/faster-rcnn_r101_r50_coco.py
+_base_ = ['../_base_/det/faster-rcnn_r101_r50_coco.py']
+model = dict(distill_losses=dict(
+    rekd=dict(type='ReKDLoss', k=5, alpha=1.0, beta=1.0, gamma=0.0, temperature=1.0,
+              loss_weight=1.0)))

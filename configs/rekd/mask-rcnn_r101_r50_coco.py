@@ -1,20 +1,9 @@
-# ReKD: Mask R-CNN R101-FPN -> R50-FPN, COCO 1x.
-# Student: mask-rcnn_r50_fpn_1x_coco.py; teacher: mask-rcnn_r101_fpn_1x_coco.py
-# (mmdet model zoo). Train: python tools/train.py configs/rekd/mask-rcnn_r101_r50_coco.py
-_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
-
-# ReKD (Xu et al., TCSVT 2023: TISD + NTID) on the RoI class logits. No
-# official COCO setting is published: k=5, alpha=1, beta=1, gamma=0 (the loss
-# defaults) with T=1 as every COCO logit recipe here (ours).
-# Mask-logit distillation is off; enable it with, e.g.,
-# mask_distill_losses=dict(mask_kd=dict(type='KDLoss', use_sigmoid=True, temperature=1.0)).
-model = dict(
-    _delete_=True,
-    type='mmkd.TwoStageDistiller',
-    student=_base_.model,
-    teacher='mmdet::mask_rcnn/mask-rcnn_r101_fpn_1x_coco.py',
-    teacher_ckpt='https://download.openmmlab.com/mmdetection/v2.0/mask_rcnn/mask_rcnn_r101_fpn_1x_coco/mask_rcnn_r101_fpn_1x_coco_20200204-1efe0ed5.pth',  # noqa: E501
-    distill_losses=dict(
-        rekd=dict(type='ReKDLoss', k=5, alpha=1.0, beta=1.0, gamma=0.0, temperature=1.0,
-                  loss_weight=1.0)))
+# ReKD (Xu et al., TCSVT 2023: TISD + NTID) on the RoI class logits, Mask R-CNN R101-FPN ->
+# R50-FPN, COCO 1x (the pair: ../_base_/det/mask-rcnn_r101_r50_coco.py). No official COCO
+# setting is published: k=5, alpha=1, beta=1, gamma=0 (the loss defaults) with T=1 as every
+# COCO logit recipe here (ours).
+# Train: python tools/train.py configs/rekd/mask-rcnn_r101_r50_coco.py
+_base_ = ['../_base_/det/mask-rcnn_r101_r50_coco.py']
+model = dict(distill_losses=dict(
+    rekd=dict(type='ReKDLoss', k=5, alpha=1.0, beta=1.0, gamma=0.0, temperature=1.0,
+              loss_weight=1.0)))
