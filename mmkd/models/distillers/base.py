@@ -26,7 +26,8 @@ subclass ``__init__`` that adds options simply sets them after
 1. :meth:`check_models`: raise if the models cannot be distilled;
 2. :meth:`check_losses`: for each loss, pick its input (:meth:`input_for`,
    with :meth:`loss_requirements`), check its keys against
-   :meth:`student_loss_keys` / :meth:`distill_loss_keys`, then call
+   :meth:`student_loss_keys` / :meth:`distill_loss_keys`, let the loss check
+   its settings against :meth:`num_classes_for` (``check_classes``), then call
    :meth:`check_loss` for task-specific checks.
 """
 from __future__ import annotations
@@ -157,12 +158,19 @@ class StudentDistiller(BaseModel, metaclass=_BuildHooks):
         """Build hook 2: picks each loss's input and refuses losses that do not fit.
 
         For every loss: :meth:`input_for` (from the attributes the loss
-        declares), a key check against :meth:`student_loss_keys`, then the
-        task-specific :meth:`check_loss`.
+        declares), the loss's ``check_classes`` with :meth:`num_classes_for`,
+        a key check against :meth:`student_loss_keys`, then the task-specific
+        :meth:`check_loss`.
         """
         reserved = self.student_loss_keys()
         for name, loss in self.distill_losses.items():
             self.input_of[name] = self.input_for(loss, name, **self.loss_requirements(name))
+            num_classes = self.num_classes_for(name)
+            if num_classes is not None and hasattr(loss, 'check_classes'):
+                try:
+                    loss.check_classes(num_classes)
+                except ValueError as e:
+                    raise ValueError(f'{type(self).__name__}: distill_losses.{name}: {e}') from e
             for key in self.distill_loss_keys(name):
                 if key in reserved:
                     raise ValueError(
@@ -176,6 +184,11 @@ class StudentDistiller(BaseModel, metaclass=_BuildHooks):
         is distilled, for messages) and, for a distiller with several kinds of
         losses, ``accepted`` / ``sigmoid`` / ``target``. Defaults to none."""
         return {}
+
+    def num_classes_for(self, name: str) -> Optional[int]:
+        """The number of classes of the logits loss ``name`` distils (for the losses'
+        ``check_classes``); None where unknown. Defaults to None."""
+        return None
 
     def check_loss(self, name: str, loss: nn.Module) -> None:
         """Task-specific checks of one loss (``ignore_index`` against the labels...)."""

@@ -1,5 +1,5 @@
 """Logit distillation between mmpretrain image classifiers."""
-from typing import Dict, List, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import torch
 from mmengine.logging import print_log
@@ -104,6 +104,9 @@ class ClsDistiller(TeacherStudentDistiller):
                                     f'classifier head.fc to local features, but the {role} '
                                     f'head {type(model.head).__name__} has no nn.Linear fc')
         disable_class_ignore_index(name, loss, num_classes_of(self.student))
+
+    def num_classes_for(self, name: str) -> Optional[int]:
+        return num_classes_of(self.student)
 
     def student_loss_keys(self) -> Set[str]:
         return {'loss'}

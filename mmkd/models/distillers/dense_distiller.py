@@ -1,7 +1,7 @@
 """Logit distillation for single-stage detectors with sigmoid heads (mmdet 3.x)."""
 from __future__ import annotations
 
-from typing import Dict, List, Set
+from typing import Dict, List, Optional, Set
 
 import torch
 from torch import Tensor
@@ -75,6 +75,9 @@ class DenseHeadDistiller(TeacherStudentDistiller):
     def loss_requirements(self, name: str) -> dict:
         return dict(head=f'the sigmoid head {type(self.student.bbox_head).__name__}')
 
+    def num_classes_for(self, name: str) -> Optional[int]:
+        return self.student.bbox_head.cls_out_channels
+
     def student_loss_keys(self) -> Set[str]:
         """The head's ``loss_<x>`` modules: ``loss_cls``, ``loss_bbox``, ``loss_centerness``..."""
         return loss_module_keys(self.student.bbox_head)
@@ -88,7 +91,7 @@ class DenseHeadDistiller(TeacherStudentDistiller):
         losses = head.loss_by_feat(*outs, gt_instances, img_metas, gt_instances_ignore)
         with torch.no_grad():
             cls_t = self.teacher.bbox_head(self.teacher.extract_feat(
-                self.teacher_inputs(inputs)))[0]
+                self.teacher_inputs(inputs, data_samples)))[0]
         rows_s = [self.rows(c) for c in outs[0]]
         rows_t = [self.rows(c) for c in cls_t]
         distill = {}

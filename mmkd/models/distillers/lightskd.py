@@ -92,6 +92,9 @@ class LightSKD(StudentDistiller):
         self.aux_head = MODELS.build(aux_head)
         self.aux_loss_weight = aux_loss_weight
 
+    def num_classes_for(self, name: str) -> Optional[int]:
+        return num_classes_of(self.student)
+
     def student_loss_keys(self) -> Set[str]:
         """The head's ``loss`` and the auxiliary head's ``loss_aux``."""
         return {'loss', 'loss_aux'}

@@ -121,6 +121,9 @@ class SegDistiller(TeacherStudentDistiller):
                 f'SegDistiller: distill_losses.{name} has ignore_index={loss.ignore_index} '
                 f'but the student decode head ignores {ignore}; set them equal.')
 
+    def num_classes_for(self, name: str) -> Optional[int]:
+        return self.student.decode_head.out_channels
+
     def student_loss_keys(self) -> Set[str]:
         """mmseg's keys: ``decode.loss_ce``, ``aux.loss_ce``... (never ``loss_<name>``)."""
         heads = [('decode', self.student.decode_head)] + _aux_heads(self.student)
@@ -144,7 +147,7 @@ class SegDistiller(TeacherStudentDistiller):
             logits_s.append(out)
 
         with torch.no_grad():
-            feats_t = teacher.extract_feat(self.teacher_inputs(inputs))
+            feats_t = teacher.extract_feat(self.teacher_inputs(inputs, data_samples))
             heads_t = [teacher.decode_head]
             if self.aux_distill_weight > 0:
                 heads_t += [head for _, head in _aux_heads(teacher)]

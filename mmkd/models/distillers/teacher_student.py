@@ -64,13 +64,17 @@ class Renormalise(nn.Module):
     swaps BGR/RGB if only one of them converts, ``(x - mean_t) / std_t``
     applies the teacher's. The statistics are (non-persistent) buffers, so they
     follow the distiller through ``.to()``, ``.cuda()`` and ``.double()`` and
-    are not written to checkpoints.
+    are not written to checkpoints. Given the batch's data samples, the padded
+    border of each image (outside its ``img_shape``) gets the teacher's own
+    padding value, as if the teacher's preprocessor had padded it, instead of
+    the re-normalised student padding.
     """
 
     def __init__(self, mean_s: Tensor, std_s: Tensor, flip: bool, mean_t: Tensor,
-                 std_t: Tensor) -> None:
+                 std_t: Tensor, pad_value: float = 0.0) -> None:
         super().__init__()
         self.flip = flip
+        self.pad_value = float(pad_value)
         for name, value in (('mean_s', mean_s), ('std_s', std_s), ('mean_t', mean_t),
                             ('std_t', std_t)):
             self.register_buffer(name, value.detach().clone().reshape(-1, 1, 1),
@@ -85,18 +89,27 @@ class Renormalise(nn.Module):
                 mean_s is None or (torch.equal(mean_s, mean_t) and torch.equal(std_s, std_t))):
             return None
         zeros, ones = torch.zeros(3), torch.ones(3)
+        pre_t = teacher.data_preprocessor  # mmengine / mmdet: pad_value; mmseg: pad_val
+        pad = getattr(pre_t, 'pad_value', getattr(pre_t, 'pad_val', 0))
         return cls(zeros if mean_s is None else mean_s, ones if std_s is None else std_s,
                    rgb_s != rgb_t, zeros if mean_t is None else mean_t,
-                   ones if std_t is None else std_t)
+                   ones if std_t is None else std_t, pad)
 
-    def forward(self, inputs: Tensor) -> Tensor:
+    def forward(self, inputs: Tensor, data_samples: Optional[list] = None) -> Tensor:
         x = inputs * self.std_s + self.mean_s
         if self.flip:
             x = x.flip(1)
-        return (x - self.mean_t) / self.std_t
+        x = (x - self.mean_t) / self.std_t
+        for i, sample in enumerate(data_samples or []):
+            shape = getattr(sample, 'metainfo', {}).get('img_shape')
+            if shape is not None:
+                h, w = shape[:2]
+                x[i, :, h:] = self.pad_value
+                x[i, :, :, w:] = self.pad_value
+        return x
 
     def extra_repr(self) -> str:
-        return f'flip={self.flip}'
+        return f'flip={self.flip}, pad_value={self.pad_value}'
 
 
 class TeacherStudentDistiller(StudentDistiller):
@@ -148,6 +161,12 @@ class TeacherStudentDistiller(StudentDistiller):
         self.teacher.eval()
         return self
 
-    def teacher_inputs(self, inputs: Tensor) -> Tensor:
-        """The student's normalised batch, re-normalised for the teacher."""
-        return inputs if self.renormalise is None else self.renormalise(inputs)
+    def teacher_inputs(self, inputs: Tensor, data_samples: Optional[list] = None) -> Tensor:
+        """The student's normalised batch, re-normalised for the teacher.
+
+        With ``data_samples`` (detection, segmentation), the padding outside
+        each image's ``img_shape`` gets the teacher's padding value.
+        """
+        if self.renormalise is None:
+            return inputs
+        return self.renormalise(inputs, data_samples)

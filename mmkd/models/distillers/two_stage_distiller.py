@@ -136,6 +136,10 @@ class TwoStageDistiller(TeacherStudentDistiller):
             self.view_extractors = {'student': double_res_extractor(roi_s),
                                     'teacher': double_res_extractor(roi_t)}
 
+    def num_classes_for(self, name: str) -> Optional[int]:
+        """``C + 1`` RoI classes (background included); 1 mask channel."""
+        return 1 if name in self.mask_losses else self.student.roi_head.bbox_head.num_classes + 1
+
     def student_loss_keys(self) -> Set[str]:
         """``loss_rpn_cls``, ``loss_rpn_bbox``, ``loss_cls``, ``loss_bbox`` (``loss_mask``)."""
         roi_head = self.student.roi_head
@@ -158,7 +162,7 @@ class TwoStageDistiller(TeacherStudentDistiller):
         # The teacher: its features, its RoI head on exactly the student's RoIs.
         teacher = self.teacher.roi_head
         with torch.no_grad():
-            x_t = self.teacher.extract_feat(self.teacher_inputs(inputs))
+            x_t = self.teacher.extract_feat(self.teacher_inputs(inputs, data_samples))
             if 'logits' in kinds:
                 cls_t = roi_bbox_forward(teacher, x_t, s.rois)['cls_score']
             if 'views' in kinds:

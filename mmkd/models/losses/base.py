@@ -10,7 +10,7 @@ from typing import Optional, Tuple, Union
 import torch.nn as nn
 from torch import Tensor
 
-from .checks import check_logits, check_reduction, row_shape
+from .checks import check_logits, check_non_negative, check_reduction, row_shape
 from .precision import fp32_compute, prepare_logits
 from .reduction import reduce_rows, valid_rows
 
@@ -49,6 +49,14 @@ class DistillLossInfo:
     #: Whether the value is a sum / mean of independent per-row terms, so that it can be
     #: computed row by row (per pixel, per anchor) and reduction='none' returns those terms.
     row_wise: bool = True
+
+    def check_classes(self, num_classes: int) -> None:
+        """Raises ValueError if the loss's settings do not fit ``num_classes`` classes.
+
+        Distillers call it at build time with the number of classes of the
+        logits they distil (``C + 1`` on RoI heads), so a setting such as
+        ReKD's ``k`` is refused before the first step. Defaults to no check.
+        """
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -104,7 +112,7 @@ class BaseDistillLoss(DistillLossInfo, nn.Module):
                  ignore_index: Optional[int] = 255,
                  logit_stand: bool = False) -> None:
         super().__init__()
-        self.loss_weight = loss_weight
+        self.loss_weight = check_non_negative('loss_weight', loss_weight)
         self.reduction = self.validate_reduction(reduction)
         self.ignore_index = ignore_index
         self.logit_stand = logit_stand

@@ -53,6 +53,18 @@ class Default(float):
     __slots__ = ()
 
 
+def check_non_negative(name: str, value: float) -> float:
+    """Returns ``value`` if it is a finite number ``>= 0``, else raises ValueError.
+
+    For loss weights and the term weights (``alpha``, ``beta``, ``gamma``) of
+    losses whose terms are divergences: a negative weight would maximise one.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or value < 0:
+        raise ValueError(f'{name} must be a finite number >= 0, got {value!r}.')
+    return value
+
+
 def resolve_alias(name: str, value: float, alias: str, alias_value: Optional[float]) -> float:
     """The value of a hyper-parameter that may be given under an alias.
 

@@ -9,7 +9,7 @@ from torch.autograd.function import once_differentiable
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
-from .checks import Default, resolve_alias
+from .checks import Default, check_non_negative, resolve_alias
 from .reduction import reduce_rows
 
 
@@ -271,8 +271,8 @@ class DISTLoss(BaseDistillLoss):
                  *,
                  temperature: Optional[float] = None) -> None:
         super().__init__(loss_weight, reduction, ignore_index)
-        self.beta = beta
-        self.gamma = gamma
+        self.beta = check_non_negative('beta', beta)
+        self.gamma = check_non_negative('gamma', gamma)
         self.tau = resolve_alias('tau', tau, 'temperature', temperature)
         self.use_sigmoid = use_sigmoid
         self.gather_intra = gather_intra

@@ -6,7 +6,7 @@ from torch import Tensor
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
-from .checks import Default, resolve_alias
+from .checks import Default, check_non_negative, resolve_alias
 from .kl_divergence import binary_kl, log_binary, subset_kl
 from .reduction import Scalar, as_row_param
 
@@ -91,8 +91,8 @@ class DKDLoss(BaseDistillLoss):
                  *,
                  tau: Optional[float] = None) -> None:
         super().__init__(loss_weight, reduction, ignore_index, logit_stand)
-        self.alpha = alpha
-        self.beta = beta
+        self.alpha = check_non_negative('alpha', alpha)
+        self.beta = check_non_negative('beta', beta)
         self.temperature = resolve_alias('temperature', temperature, 'tau', tau)
 
     def loss_rows(self, s: Tensor, t: Tensor, target: Optional[Tensor]) -> Tensor:

@@ -9,7 +9,7 @@ from torch.autograd.function import once_differentiable
 from mmkd.registry import MODELS
 
 from .base import DistillLossInfo
-from .checks import Default, check_reduction, resolve_alias, row_shape
+from .checks import Default, check_non_negative, check_reduction, resolve_alias, row_shape
 from .kd_loss import kd_loss
 from .precision import fp32_compute, upcast
 from .reduction import graph_zero, reduce_rows, valid_rows
@@ -115,7 +115,7 @@ class DSRLoss(DistillLossInfo, nn.Module):
                  tau: Optional[float] = None) -> None:
         super().__init__()
         self.temperature = resolve_alias('temperature', temperature, 'tau', tau)
-        self.loss_weight = loss_weight
+        self.loss_weight = check_non_negative('loss_weight', loss_weight)
         self.reduction = check_reduction(reduction)
         self.ignore_index = ignore_index
         #: Sorted, detached logits of the previous batch (not a buffer).

@@ -49,7 +49,8 @@ def standardize_logits(logits: Tensor, eps: float = 1e-7) -> Tensor:
 
     ``(z - mean_c z) / (std_c z + eps)`` with the unbiased standard deviation
     (divides by ``C - 1``), as in Sun et al., "Logit Standardization in
-    Knowledge Distillation", CVPR 2024. Constant rows become zeros.
+    Knowledge Distillation", CVPR 2024. Constant rows become zeros, with
+    finite gradients.
 
     Args:
         logits (Tensor): ``(N, C, *S)`` logits.
@@ -61,7 +62,12 @@ def standardize_logits(logits: Tensor, eps: float = 1e-7) -> Tensor:
     centred = logits - logits.mean(dim=1, keepdim=True)
     if logits.shape[1] < 2:  # the unbiased std is undefined; the row is constant
         return centred
-    std = centred.square().sum(dim=1, keepdim=True).div(logits.shape[1] - 1).sqrt()
+    var = centred.square().sum(dim=1, keepdim=True).div(logits.shape[1] - 1)
+    # sqrt has an infinite derivative at 0: a constant row (zero-initialised head,
+    # saturated pixel) gets std 0 without differentiating sqrt there (its centred
+    # logits are 0, so the value is 0 and the gradient finite).
+    positive = var > 0
+    std = torch.where(positive, var, torch.ones_like(var)).sqrt() * positive
     return centred / (std + eps)
 
 

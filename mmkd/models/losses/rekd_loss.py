@@ -7,7 +7,7 @@ from torch import Tensor
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
-from .checks import Default, resolve_alias
+from .checks import Default, check_non_negative, resolve_alias
 from .kl_divergence import binary_kl, log_binary, subset_kl
 from .reduction import Scalar, as_row_param
 
@@ -132,11 +132,17 @@ class ReKDLoss(BaseDistillLoss):
         if topk_source not in ('teacher', 'student'):
             raise ValueError(f"topk_source must be 'teacher' or 'student', got {topk_source!r}.")
         self.k = k
-        self.alpha = alpha
-        self.beta = beta
-        self.gamma = gamma
+        self.alpha = check_non_negative('alpha', alpha)
+        self.beta = check_non_negative('beta', beta)
+        self.gamma = check_non_negative('gamma', gamma)
         self.temperature = resolve_alias('temperature', temperature, 'tau', tau)
         self.topk_source = topk_source
+
+    def check_classes(self, num_classes: int) -> None:
+        """``k`` must not exceed the number of classes."""
+        if self.k > num_classes:
+            raise ValueError(f'ReKDLoss: k={self.k} exceeds the {num_classes} classes of these '
+                             f'logits; choose 1 <= k <= {num_classes}.')
 
     def loss_rows(self, s: Tensor, t: Tensor, target: Optional[Tensor]) -> Tensor:
         return rekd_loss(s, t, self.k, self.alpha, self.beta, self.gamma, self.temperature,

@@ -7,7 +7,7 @@ from torch import Tensor
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
-from .checks import Default, check_positive, resolve_alias
+from .checks import Default, check_non_negative, check_positive, resolve_alias
 from .kl_divergence import binary_kl, log_binary, subset_kl, subset_logsumexp
 from .reduction import Scalar, as_row_param
 
@@ -121,8 +121,8 @@ class RLDLoss(BaseDistillLoss):
                  *,
                  tau: Optional[float] = None) -> None:
         super().__init__(loss_weight, reduction, ignore_index, logit_stand)
-        self.alpha = alpha
-        self.beta = beta
+        self.alpha = check_non_negative('alpha', alpha)
+        self.beta = check_non_negative('beta', beta)
         self.temperature = resolve_alias('temperature', temperature, 'tau', tau)
         self.alpha_temperature = (None if alpha_temperature is None else check_positive(
             'alpha_temperature', alpha_temperature))

@@ -8,7 +8,7 @@ from torch import Tensor
 from mmkd.registry import MODELS
 
 from .base import BaseDistillLoss
-from .checks import Default, check_logits, check_positive, resolve_alias
+from .checks import Default, check_logits, check_non_negative, check_positive, resolve_alias
 from .dkd_loss import dkd_loss
 from .kd_loss import kd_loss
 from .precision import fp32_compute, prepare_logits
@@ -181,9 +181,10 @@ class SDDLoss(BaseDistillLoss):
         self.base = base
         self.scales = scales
         self.pool_base = pool_base
-        self.complementary_weight = complementary_weight
-        self.alpha = alpha
-        self.beta = beta
+        self.complementary_weight = check_non_negative('complementary_weight',
+                                                       complementary_weight)
+        self.alpha = check_non_negative('alpha', alpha)
+        self.beta = check_non_negative('beta', beta)
         self.temperature = resolve_alias('temperature', temperature, 'tau', tau)
 
     def forward(self,
@@ -218,8 +219,8 @@ class SDDLoss(BaseDistillLoss):
         with torch.no_grad():
             local_T = sdd_local_logits(feats_T.detach(), classifier_T, self.scales,
                                        self.pool_base)
-        return self.loss_on_views(local_S, local_T, target, weight, avg_factor,
-                                  reduction_override)
+        return self._loss_on_cells(local_S, local_T, target, self.complementary_weight, weight,
+                                   avg_factor, reduction_override)
 
     def loss_on_views(self,
                       logits_S: Tensor,
@@ -228,10 +229,14 @@ class SDDLoss(BaseDistillLoss):
                       weight: Optional[Tensor] = None,
                       avg_factor: Optional[Union[float, Tensor]] = None,
                       reduction_override: Optional[str] = None) -> Tensor:
-        """The loss on precomputed view logits (view 0 the global one).
+        """The loss on precomputed view logits, every view weighted equally.
 
-        :meth:`forward` cuts the views from feature maps; other callers (SDD on
-        the RoIs of a detector) bring their own.
+        SDD on the RoIs of a two-stage detector (the input kind ``'views'``):
+        the base loss averaged over the ``V`` views of each row, as the official
+        detection code does (it sums the per-view losses and divides by the
+        views). The consistent / complementary weighting of the multi-scale
+        cells (:meth:`forward`) does not apply: ``complementary_weight`` is
+        not used here.
 
         Args:
             logits_S (Tensor): Student view logits ``(N, C, V)``.
@@ -242,6 +247,14 @@ class SDDLoss(BaseDistillLoss):
         Returns:
             Tensor: Scalar, or ``(N,)`` for ``'none'``.
         """
+        return self._loss_on_cells(logits_S, logits_T, target, 1.0, weight, avg_factor,
+                                   reduction_override)
+
+    def _loss_on_cells(self, logits_S: Tensor, logits_T: Tensor, target: Tensor,
+                       complementary_weight: float, weight: Optional[Tensor],
+                       avg_factor: Optional[Union[float, Tensor]],
+                       reduction_override: Optional[str]) -> Tensor:
+        """The weighted base loss on ``(N, C, V)`` cell or view logits."""
         reduction = self.validate_reduction(reduction_override or self.reduction)
         if target is None:
             raise ValueError(f'{self.name} needs `target` (the class labels).')
@@ -249,7 +262,7 @@ class SDDLoss(BaseDistillLoss):
         with fp32_compute(logits_S):
             s, t = prepare_logits(logits_S, logits_T, self.logit_stand)
             valid, target = valid_rows(target, weight, self.ignore_index, (s.shape[0], ))
-            per_sample = sdd_loss(s, t, target, self.base, self.complementary_weight, self.alpha,
+            per_sample = sdd_loss(s, t, target, self.base, complementary_weight, self.alpha,
                                   self.beta, self.temperature)
             loss = reduce_rows(per_sample, valid, weight, reduction, avg_factor)
         return loss * self.loss_weight

@@ -355,3 +355,50 @@ def test_kd_is_what_the_tiny_distiller_computes():
     expected = kd_loss(model.student(x), model.teacher(x), 2.0).mean()
     torch.testing.assert_close(model.loss(x, None)['loss_kd'], expected)
     assert isinstance(model.distill_losses['kd'], KDLoss)
+
+
+def tiny_classifier(num_classes=4, mean=(128., 128., 128.), to_rgb=False):
+    return dict(type='ImageClassifier', _scope_='mmpretrain',
+                backbone=dict(type='ResNet_CIFAR', depth=18, stem_channels=8, base_channels=8,
+                              out_indices=(3, )),
+                neck=dict(type='GlobalAveragePooling'),
+                head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=64),
+                data_preprocessor=dict(type='ClsDataPreprocessor', mean=list(mean),
+                                       std=[64.] * 3, to_rgb=to_rgb))
+
+
+def test_rekd_k_beyond_the_classes_is_refused_at_build_time():
+    init_default_scope('mmpretrain')
+    with pytest.raises(ValueError, match=r'ClsDistiller: distill_losses.rekd: ReKDLoss: k=5 '
+                                         'exceeds the 4 classes'):
+        ClsDistiller(tiny_classifier(), tiny_classifier(), distill_losses=dict(
+            rekd=dict(type='ReKDLoss', k=5)))
+    ClsDistiller(tiny_classifier(), tiny_classifier(), distill_losses=dict(
+        rekd=dict(type='ReKDLoss', k=4)))
+
+
+def test_a_distiller_moved_to_float64_trains_with_a_differently_normalised_teacher():
+    init_default_scope('mmpretrain')
+    from mmpretrain.structures import DataSample
+    torch.manual_seed(0)
+    model = ClsDistiller(tiny_classifier(), tiny_classifier(mean=(100., 110., 120.), to_rgb=True),
+                         distill_losses=dict(kd=dict(type='KDLoss')))
+    assert model.renormalise is not None and model.renormalise.flip
+    model = model.double().train()
+    assert model.renormalise.mean_t.dtype == torch.float64
+    samples = [DataSample().set_gt_label(i % 4) for i in range(2)]
+    losses = model.loss(torch.randn(2, 3, 32, 32, dtype=torch.float64), samples)
+    assert losses['loss_kd'].dtype == torch.float64 and torch.isfinite(losses['loss_kd'])
+
+
+def test_padding_reaches_the_teacher_as_its_own_padding_value():
+    from mmengine.structures import BaseDataElement
+    norm = Renormalise(torch.zeros(3), torch.full((3, ), 2.), False, torch.ones(3),
+                       torch.ones(3), pad_value=7.)
+    x = torch.zeros(2, 3, 4, 5)  # normalised student batch, padded with 0
+    samples = [BaseDataElement(metainfo=dict(img_shape=(3, 5))),
+               BaseDataElement(metainfo=dict(img_shape=(4, 2)))]
+    out = norm(x, samples)
+    assert (out[0, :, 3:] == 7).all() and (out[0, :, :3] == -1).all()  # (0 * 2 + 0 - 1) / 1
+    assert (out[1, :, :, 2:] == 7).all() and (out[1, :, :, :2] == -1).all()
+    assert (norm(x) == -1).all()  # without samples (classification): no padding

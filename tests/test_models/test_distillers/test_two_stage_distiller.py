@@ -20,6 +20,7 @@ from mmengine.registry import init_default_scope
 
 from mmkd.datasets import det_overrides
 from mmkd.models.distillers.sdd_roi import double_res_extractor, roi_view_logits
+from mmkd.models.losses import dkd_loss
 from mmkd.recipes import no_pretrained
 from mmkd.registry import MODELS
 from mmkd.testing import ROOT
@@ -185,6 +186,28 @@ def test_sdd_views(batch):
     assert views.shape == (3, roi_head.bbox_head.num_classes + 1, 5)
     torch.testing.assert_close(views[..., 0], plain, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(views[..., 4], sub)
+
+
+def test_sdd_on_rois_is_the_equal_weight_mean_of_dkd_over_the_views(batch):
+    """The spec: on RoI views the base loss is averaged over the five views with
+    equal weights (no consistent / complementary weighting)."""
+    cfg = model_cfg(FASTER, distill_losses=dict(sdd=dict(
+        type='SDDLoss', alpha=1.0, beta=0.25, temperature=1.0, complementary_weight=2.0)))
+    distiller = MODELS.build(cfg).train()
+    inputs, samples = preprocess(distiller, batch)
+    torch.manual_seed(3)
+    got = distiller.loss(inputs, samples)['loss_sdd']
+    torch.manual_seed(3)  # the same RoI sampling
+    s = distiller.student_pass(inputs, samples)
+    with torch.no_grad():
+        views_s = roi_view_logits(distiller.view_extractors['student'],
+                                  distiller.student.roi_head.bbox_head, s.x, s.rois)
+        x_t = distiller.teacher.extract_feat(distiller.teacher_inputs(inputs, samples))
+        views_t = roi_view_logits(distiller.view_extractors['teacher'],
+                                  distiller.teacher.roi_head.bbox_head, x_t, s.rois)
+    labels = s.labels[:, None].expand(-1, 5)
+    hand = dkd_loss(views_s, views_t, labels, 1.0, 0.25, 1.0).mean(dim=1).mean()
+    torch.testing.assert_close(got.detach(), hand, rtol=1e-5, atol=1e-6)
 
 
 def test_background_only_and_empty_images_train_without_nan(batch):

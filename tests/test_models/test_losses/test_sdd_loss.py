@@ -5,7 +5,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from loss_refs import build, ref_dkd, ref_kd
 
-from mmkd.models.losses import sdd_local_logits, sdd_loss, sdd_region_weights
+from mmkd.models.losses import dkd_loss, sdd_local_logits, sdd_loss, sdd_region_weights
 
 B, C = 3, 5
 
@@ -91,16 +91,24 @@ def test_single_scale_is_the_base_loss_on_global_logits(base):
     torch.testing.assert_close(got, want)
 
 
-def test_loss_on_views_is_forward_on_the_cut_views():
-    """Precomputed (N, C, V) view logits (SDD on RoIs) give what forward gives on maps."""
+def test_loss_on_views_weights_every_view_equally():
+    """Precomputed (N, C, V) view logits (SDD on RoIs): the base loss averaged over the
+    views with equal weights, no consistent / complementary weighting (the spec)."""
     feat_s, feat_t, cls_s, cls_t, y = models(seed=5)
     y[0] = 255  # ignored sample
     loss = build('SDDLoss', beta=2.0, temperature=2.0, loss_weight=0.5)
     views_s = sdd_local_logits(feat_s, cls_s, loss.scales, loss.pool_base)
     views_t = sdd_local_logits(feat_t, cls_t, loss.scales, loss.pool_base).detach()
     assert views_s.shape == (y.shape[0], cls_s.out_features, 21)
-    torch.testing.assert_close(loss.loss_on_views(views_s, views_t, y),
-                               loss(feat_s, feat_t, y, cls_s, cls_t))
+    got = loss.loss_on_views(views_s, views_t, y)
+    # by hand: DKD per view (alpha 1, beta 2, T 2), mean over views, mean over valid rows
+    valid = y != 255
+    per_view = dkd_loss(views_s[valid], views_t[valid],
+                        y[valid, None].expand(-1, views_s.shape[2]), 1.0, 2.0, 2.0)
+    torch.testing.assert_close(got, 0.5 * per_view.mean(dim=1).mean())
+    # = the multi-scale loss with complementary_weight=1 on the same cells
+    equal = build('SDDLoss', beta=2.0, temperature=2.0, loss_weight=0.5, complementary_weight=1.0)
+    torch.testing.assert_close(got, equal(feat_s, feat_t, y, cls_s, cls_t))
     per = loss.loss_on_views(views_s, views_t, y, reduction_override='none')
     assert per[0] == 0 and per.shape == y.shape
     with pytest.raises(ValueError, match='shape'):
