@@ -4,6 +4,12 @@ Usage, as mmdet's tools/test.py::
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl]
                                            [--cfg-options k=v ...] [--launcher pytorch]
+                                           [--trust-checkpoint]
+
+CHECKPOINT (and any pretrained ``init_cfg``) is loaded with
+``torch.load(weights_only=True)`` and mmkd's allowlist (:mod:`mmkd.utils.checkpoint`);
+``--trust-checkpoint`` (or ``MMKD_TRUST_CHECKPOINTS=1``) is the opt-in for
+trusted files holding other types.
 """
 import argparse
 import os
@@ -17,7 +23,14 @@ from mmengine.runner import Runner
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import mmkd  # noqa: E402,F401  (creates the mmkd registries)
-from mmkd.utils import default_work_dir, register_checkpoint_loader, setup_cpu_distributed  # noqa: E402
+from mmkd.utils import (  # noqa: E402
+    TRUST_ENV,
+    TRUST_FLAG,
+    default_work_dir,
+    enable_trust,
+    register_checkpoint_loader,
+    setup_cpu_distributed,
+)
 
 
 def parse_args():
@@ -34,6 +47,11 @@ def parse_args():
         help='override settings of the config, as key=value pairs (key="[a,b]" for lists)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
+    parser.add_argument(
+        TRUST_FLAG, action='store_true',
+        help=f'load checkpoints that hold types outside mmkd\'s allowlist with '
+        f'weights_only=False (as {TRUST_ENV}=1): only for files you trust, unpickling '
+        'them can run code')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     if 'LOCAL_RANK' not in os.environ:
@@ -56,7 +74,8 @@ def enable_visualization(cfg, show_dir):
 
 def main():
     args = parse_args()
-    register_checkpoint_loader()
+    enable_trust(args.trust_checkpoint)
+    register_checkpoint_loader()  # every checkpoint load: weights_only=True + allowlist
 
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher

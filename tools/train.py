@@ -4,6 +4,13 @@ Usage, as mmdet's tools/train.py::
 
     python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]]
                                  [--cfg-options k=v ...] [--launcher pytorch]
+                                 [--trust-checkpoint]
+
+Every checkpoint it reads (``teacher_ckpt``, ``--resume``, ``load_from``,
+pretrained ``init_cfg``; paths and URLs) is loaded with
+``torch.load(weights_only=True)`` and mmkd's allowlist
+(:mod:`mmkd.utils.checkpoint`); ``--trust-checkpoint`` (or
+``MMKD_TRUST_CHECKPOINTS=1``) is the opt-in for trusted files holding other types.
 """
 import argparse
 import os
@@ -17,7 +24,14 @@ from mmengine.runner import Runner
 # Run from a checkout without installing: the repo root before site-packages.
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import mmkd  # noqa: E402,F401  (creates the mmkd registries)
-from mmkd.utils import default_work_dir, register_checkpoint_loader, setup_cpu_distributed  # noqa: E402
+from mmkd.utils import (  # noqa: E402
+    TRUST_ENV,
+    TRUST_FLAG,
+    default_work_dir,
+    enable_trust,
+    register_checkpoint_loader,
+    setup_cpu_distributed,
+)
 
 
 def parse_args():
@@ -37,6 +51,11 @@ def parse_args():
         help='override settings of the config, as key=value pairs (key="[a,b]" for lists)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
+    parser.add_argument(
+        TRUST_FLAG, action='store_true',
+        help=f'load checkpoints that hold types outside mmkd\'s allowlist with '
+        f'weights_only=False (as {TRUST_ENV}=1): only for files you trust, unpickling '
+        'them can run code')
     # torch.distributed.launch / torchrun pass --local-rank (or --local_rank).
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
@@ -47,7 +66,8 @@ def parse_args():
 
 def main():
     args = parse_args()
-    register_checkpoint_loader()
+    enable_trust(args.trust_checkpoint)
+    register_checkpoint_loader()  # every checkpoint load: weights_only=True + allowlist
 
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher

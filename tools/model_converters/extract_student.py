@@ -5,6 +5,11 @@ teacher and self-distillation auxiliary heads dropped) and loads with the
 student's own config in mmdet's / mmseg's / mmpretrain's ``tools/test.py``::
 
     python tools/model_converters/extract_student.py work_dirs/x/epoch_12.pth student.pth
+
+The source is read with ``torch.load(weights_only=True)`` and mmkd's allowlist
+(:mod:`mmkd.utils.checkpoint`): a file holding other types is refused unless
+``--trust-checkpoint`` (or ``MMKD_TRUST_CHECKPOINTS=1``) says it is trusted.
+The output holds tensors and plain values only.
 """
 import argparse
 import os.path as osp
@@ -13,7 +18,7 @@ import sys
 import torch
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
-from mmkd.utils import load_from_local_file  # noqa: E402
+from mmkd.utils import TRUST_ENV, TRUST_FLAG, enable_trust, load_checkpoint_file  # noqa: E402
 
 
 def extract_student(ckpt: dict) -> dict:
@@ -35,8 +40,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
     parser.add_argument('src', help='distillation checkpoint written by tools/train.py')
     parser.add_argument('dst', help='output path of the student checkpoint')
+    parser.add_argument(
+        TRUST_FLAG, action='store_true',
+        help=f'load a source that holds types outside mmkd\'s allowlist with '
+        f'weights_only=False (as {TRUST_ENV}=1): only for files you trust, unpickling '
+        'them can run code')
     args = parser.parse_args()
-    out = extract_student(load_from_local_file(args.src, map_location='cpu'))
+    enable_trust(args.trust_checkpoint)
+    out = extract_student(load_checkpoint_file(args.src, map_location='cpu'))
     torch.save(out, args.dst)
     print(f'wrote {len(out["state_dict"])} student tensors to {args.dst}')
 
