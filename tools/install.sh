@@ -11,8 +11,9 @@
 #      be used because PyPI's torchvision is linked against the CUDA build;
 #   3. builds mmcv 2.1.0 with its compiled ops (nms, RoIAlign, ...) ONCE and
 #      keeps the wheel in a cache outside the repo, keyed by mmcv/torch/Python
-#      ($MMKD_CACHE, default ~/.cache/mmkd). The first build takes about
-#      30 minutes on 2 cores; later installs reuse the wheel;
+#      ($MMKD_CACHE, default ~/.cache/mmkd). The first build takes 6-10
+#      minutes on 2 cores (6 measured on an idle machine, 10 on a busy one;
+#      -O2 -g0, see below); later installs reuse the wheel;
 #   4. installs mmengine, mmdet, mmsegmentation, mmpretrain (pinned in
 #      tools/constraints.txt) and mmkd itself (editable, with the `tests` extra).
 #
@@ -48,6 +49,12 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] \
   exit 0
 fi
 
+# Python 3.10-3.12: torch 2.13 needs >= 3.10, numpy 1.26.4 (the stack's pin) has no 3.13 build.
+if ! "$PY_BOOT" -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 12))'; then
+  say "Python $("$PY_BOOT" -c 'import platform; print(platform.python_version())') is not supported: the pinned stack needs Python 3.10-3.12 (tested: 3.11); set PYTHON=/path/to/python3.11"
+  exit 1
+fi
+
 # 1. virtual environment
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating virtual environment $VENV"
@@ -76,7 +83,7 @@ if ! "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'
   mkdir -p "$WHEELS"
   if ! ls "$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
     LOG=$CACHE/mmcv-build.log
-    say "building mmcv $MMCV_VERSION with its C++ ops for CPU: done once, ~30 min on 2 cores"
+    say "building mmcv $MMCV_VERSION with its C++ ops for CPU: done once, 6-10 min on 2 cores"
     say "(full log: $LOG; progress below counts compiled files)"
     # -O2 -g0: optimised ops without debug info (setting CFLAGS replaces the
     # default -O3 -g; the debug info only lengthens the 77-file compile).
