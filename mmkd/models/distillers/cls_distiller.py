@@ -1,5 +1,5 @@
 """Logit distillation between mmpretrain image classifiers."""
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Mapping, Optional, Set, Tuple
 
 import torch
 from mmengine.logging import print_log
@@ -41,6 +41,46 @@ def gt_labels(data_samples: List) -> Tensor:
         raise ValueError('mmkd: classification distillation needs a gt_label in every data '
                          'sample')
     return torch.cat([ds.gt_label for ds in data_samples]).long()
+
+
+def soft_labels(data_samples: List) -> Optional[Tensor]:
+    """The soft labels ``(B, C)`` of mmpretrain ``DataSample`` s, or None.
+
+    mmpretrain's batch augments (``Mixup``, ``CutMix``, set in
+    ``ClsDataPreprocessor(batch_augments=...)``) write the mixed class
+    probabilities to ``gt_score`` and leave ``gt_label`` holding the unmixed
+    labels; its heads then train on ``gt_score`` (``ClsHead._get_loss``
+    decides, as here, from the first sample).
+    """
+    if not data_samples or 'gt_score' not in data_samples[0]:
+        return None
+    return torch.stack([ds.gt_score for ds in data_samples])
+
+
+def distill_target(owner: str, losses: Mapping[str, nn.Module], data_samples: List,
+                   device: torch.device) -> Optional[Tensor]:
+    """The labels the distillation ``losses`` get: the hard labels, or None under soft labels.
+
+    With soft labels (``gt_score``: Mixup / CutMix) there is no hard label of
+    the mixed images (``gt_label`` is the unmixed one): losses that only mask
+    rows with the target get None, and a loss that needs the labels
+    (``requires_target``: DKD, RLD, SDD...) is refused.
+
+    Raises:
+        ValueError: A loss with ``requires_target=True`` on a batch with soft
+            labels, at its first step.
+    """
+    if soft_labels(data_samples) is None:
+        return gt_labels(data_samples).to(device)
+    for name, loss in losses.items():
+        if getattr(loss, 'requires_target', False):
+            raise ValueError(
+                f'{owner}: distill loss "{name}" ({type(loss).__name__}) needs hard class '
+                f'labels (requires_target=True), but the batch has mixed soft labels (gt_score, '
+                f'e.g. Mixup/CutMix), set by data_preprocessor.batch_augments, which leave no '
+                f'hard label: drop the batch augment or use a loss without labels such as '
+                f'KDLoss or DISTLoss.')
+    return None
 
 
 def disable_class_ignore_index(name: str, loss: nn.Module, num_classes: int) -> None:
@@ -118,7 +158,9 @@ class ClsDistiller(TeacherStudentDistiller):
             feats_T, logits_T = classifier_forward(self.teacher, self.teacher_inputs(inputs))
         # The head's own loss on these logits (one head forward for both uses).
         losses = cls_head_loss(self.student.head, logits_S, data_samples)
-        target = gt_labels(data_samples).to(logits_S.device)
+        # None under Mixup / CutMix soft labels (losses that need labels are refused).
+        target = distill_target(type(self).__name__, self.distill_losses, data_samples,
+                                logits_S.device)
         distill = {}
         for name, loss in self.distill_losses.items():
             if self.input_of[name] == 'features':

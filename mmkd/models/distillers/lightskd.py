@@ -9,7 +9,7 @@ from mmkd.registry import MODELS
 from mmkd.utils.compat import cls_head_loss
 
 from .base import ModelCfg, StudentDistiller
-from .cls_distiller import gt_labels, num_classes_of
+from .cls_distiller import distill_target, gt_labels, num_classes_of, soft_labels
 
 
 @MODELS.register_module()
@@ -126,8 +126,15 @@ class LightSKD(StudentDistiller):
                              f'{self.aux_stage} gives {aux_feat.shape[1]}: set '
                              f'aux_head.in_channels={aux_feat.shape[1]}')
         aux_logits = self.aux_head(aux_feat)
-        target = gt_labels(data_samples).to(logits.device)
-        losses['loss_aux'] = F.cross_entropy(aux_logits, target) * self.aux_loss_weight
+        # Like the student's head: the soft labels of Mixup / CutMix when the batch has them.
+        scores = soft_labels(data_samples)
+        aux_target = gt_labels(data_samples) if scores is None else scores
+        losses['loss_aux'] = F.cross_entropy(
+            aux_logits, aux_target.to(logits.device)) * self.aux_loss_weight
+        target = distill_target(
+            type(self).__name__,
+            {n: loss for n, loss in self.distill_losses.items() if self.input_of[n] == 'logits'},
+            data_samples, logits.device)
         distill = {}
         for name, loss in self.distill_losses.items():
             if self.input_of[name] == 'logits':
