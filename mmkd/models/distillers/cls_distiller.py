@@ -100,7 +100,8 @@ class ClsDistiller(TeacherStudentDistiller):
     ``loss`` mode returns the student's own head loss (keys unchanged, e.g.
     ``loss``) plus ``loss_<name>`` for every distillation loss. Losses that
     consume ``'logits'`` get the head logits ``(B, C)`` of both models with the
-    ground-truth labels as ``target``; losses that consume ``'features'``
+    ground-truth labels as ``target`` (None when the batch has Mixup / CutMix
+    soft labels, ``gt_score``: losses that need labels are then refused); losses that consume ``'features'``
     (:class:`~mmkd.models.losses.SDDLoss`) get each model's last backbone
     feature map before global pooling and its linear classifier (``head.fc``).
     The teacher runs under ``torch.no_grad()`` on the batch re-normalised for
