@@ -33,7 +33,7 @@ WARMUP = {
     'dkd/resnet_r34_r18_in1k.py': 1, 'dkd/mobilenetv2_r50_mbv2_in1k.py': 1,
     'rekd/resnet_r34_r18_in1k.py': 1, 'rld/resnet_r34_r18_in1k.py': 1,
     'sdd/resnet_r34_r18_in1k.py': 1, 'sdd/mobilenetv2_r50_mbv2_in1k.py': 1,
-    'sdd/resnet_r50_r18_cifar100.py': 20, 'ls/resnet-dkd_r34_r18_in1k.py': 1
+    'sdd/resnet_r50_r18_cifar100.py': 20, 'ls-dkd/resnet_r34_r18_in1k.py': 1
 }
 
 
@@ -43,7 +43,7 @@ def test_the_config_list():
         assert f'{method}/resnet_r34_r18_in1k.py' in names
     for method in ('dist', 'dkd', 'sdd'):
         assert f'{method}/mobilenetv2_r50_mbv2_in1k.py' in names
-    assert {'ls/resnet-kd_r34_r18_in1k.py', 'ls/resnet-dkd_r34_r18_in1k.py',
+    assert {'ls-kd/resnet_r34_r18_in1k.py', 'ls-dkd/resnet_r34_r18_in1k.py',
             'sdd/resnet_r50_r18_cifar100.py', 'lightskd/resnet_r18_cifar100.py',
             'lightskd/resnet_r18_in1k.py'} <= names
 
