@@ -119,16 +119,16 @@ def _build_allowlist() -> List[Union[Callable, Tuple[Callable, str]]]:
     multiarray = _numpy_multiarray()
     entries: List[Union[Callable, Tuple[Callable, str]]] = [
         # MMEngine's message hub: checkpoint['message_hub']['log_scalars'][key] of every
-        # runner checkpoint (mmpretrain, mmdet, mmseg, mmkd distillers alike).
+        # runner checkpoint (mmpretrain, mmdet, mmseg, mmkd distillers alike), and of
+        # model-zoo checkpoints published with mmseg's publish_model.py (it drops only
+        # the optimizer).
         HistoryBuffer,
         # ... whose pickled state names its statistics methods through getattr
         # (restricted to those methods: see _GETATTR_ALLOWED).
         (_restricted_getattr, 'builtins.getattr'),
-        # numpy arrays: HistoryBuffer._log_history / _count_history; the palettes of
-        # older (mmseg 0.x) model-zoo checkpoints' meta.
+        # numpy arrays: HistoryBuffer._log_history / _count_history (float64, int64).
         np.ndarray,
-        # numpy scalars: message_hub.runtime_info['eta'] (numpy.float64) of runner
-        # checkpoints.
+        # numpy dtypes, rebuilt by numpy.dtype('f8', ...) for every array and scalar.
         np.dtype,
     ]
     # The dtype objects' own classes (numpy.dtypes.Float64DType, Int64DType, ...):
@@ -138,8 +138,11 @@ def _build_allowlist() -> List[Union[Callable, Tuple[Callable, str]]]:
     # (numpy.core) and numpy 2.x (numpy._core) write, mapped to the installed
     # numpy's functions: checkpoints written with either numpy load with both.
     for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
-        entries.append((multiarray._reconstruct, f'{module}._reconstruct'))  # arrays
-        entries.append((multiarray.scalar, f'{module}.scalar'))  # scalars
+        # arrays (the HistoryBuffer's)
+        entries.append((multiarray._reconstruct, f'{module}._reconstruct'))
+        # scalars: message_hub.runtime_info['eta'] (numpy.float64) of runner checkpoints;
+        # numpy values in meta (e.g. an evaluation hook's best score)
+        entries.append((multiarray.scalar, f'{module}.scalar'))
     # Allowed by torch itself and not repeated here: tensors, parameters, torch.Size,
     # OrderedDict (state_dict), collections.Counter (MultiStepLR's milestones in
     # checkpoint['param_schedulers']), set, complex, bytes (_codecs.encode).
@@ -358,10 +361,11 @@ def load_from_http(url: str, map_location: MapLocation = None, model_dir: Option
     return safe_load(cached, map_location=map_location, what=what, name=name)
 
 
-def load_from_torchvision(filename: str, map_location: MapLocation = None) -> Any:
+def load_from_torchvision(filename: str, map_location: MapLocation = None,
+                          what: str = 'checkpoint') -> Any:
     """``torchvision://NAME`` (and ``modelzoo://NAME``): torchvision's URL, loaded safely."""
     name = filename.split('://', 1)[1]
-    return load_from_http(get_torchvision_models()[name], map_location=map_location)
+    return load_from_http(get_torchvision_models()[name], map_location=map_location, what=what)
 
 
 def _mmengine_home() -> str:
@@ -371,20 +375,23 @@ def _mmengine_home() -> str:
         'MMENGINE_HOME', osp.join(os.getenv('XDG_CACHE_HOME', '~/.cache'), 'mmengine')))
 
 
-def load_from_openmmlab(filename: str, map_location: MapLocation = None) -> Any:
+def load_from_openmmlab(filename: str, map_location: MapLocation = None,
+                        what: str = 'checkpoint') -> Any:
     """``open-mmlab://NAME`` (and ``openmmlab://NAME``): MMEngine's URL table, loaded safely."""
     name = filename.split('://', 1)[1]
     name = get_deprecated_model_names().get(name, name)
     url = get_external_models()[name]
     if url.startswith(('http://', 'https://')):
-        return load_from_http(url, map_location=map_location)
-    return load_from_local_file(osp.join(_mmengine_home(), url), map_location=map_location)
+        return load_from_http(url, map_location=map_location, what=what)
+    return load_from_local_file(osp.join(_mmengine_home(), url), map_location=map_location,
+                                what=what)
 
 
-def load_from_mmcls(filename: str, map_location: MapLocation = None) -> Any:
+def load_from_mmcls(filename: str, map_location: MapLocation = None,
+                    what: str = 'checkpoint') -> Any:
     """``mmcls://NAME``: the backbone weights of an mmcls model-zoo checkpoint, loaded safely."""
     ckpt = load_from_http(get_mmcls_models()[filename[len('mmcls://'):]],
-                          map_location=map_location)
+                          map_location=map_location, what=what)
     state = ckpt.get('state_dict', ckpt)
     # as MMEngine's load_from_mmcls: keep the backbone, without its prefix
     return dict(state_dict=type(state)((k[9:], v) for k, v in state.items()
@@ -402,7 +409,7 @@ def load_checkpoint_file(filename: str, map_location: MapLocation = 'cpu',
         return load_from_http(filename, map_location=map_location, what=what)
     for prefixes, loader in _SCHEMES[1:]:
         if filename.startswith(prefixes):
-            return loader(filename, map_location)
+            return loader(filename, map_location, what=what)
     return load_from_local_file(filename, map_location=map_location, what=what)
 
 

@@ -125,6 +125,10 @@ def test_safe_load_reads_runner_like_checkpoints_and_restores_torchs_allowlist(t
     assert ckpt['message_hub']['log_scalars']['train/loss'].mean() == 1.0
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path)  # torch's default still refuses numpy and HistoryBuffer
+    # The legacy (non-zip) format, as mmdet's publish_model.py writes model-zoo files.
+    legacy = str(tmp_path / 'legacy.pth')
+    torch.save(runner_like(), legacy, _use_new_zipfile_serialization=False)
+    assert safe_load(legacy)['meta']['seed'] == 7
     assert ALLOWLIST and not any(getattr(e, '__module__', '') in ('os', 'builtins')
                                  for e in ALLOWLIST)
 
@@ -208,6 +212,8 @@ def test_teacher_ckpt_and_mmengine_schemes_over_http(evil, http_dir, monkeypatch
     for name in ('torchvision://resnet18', 'open-mmlab://r50'):
         with pytest.raises(UnsafeCheckpointError):
             CheckpointLoader.load_checkpoint(name, map_location='cpu')
+        with pytest.raises(UnsafeCheckpointError, match=f"teacher_ckpt '{url}/evil.pth"):
+            load_teacher_checkpoint(nn.Linear(2, 2), name)
 
 
 @pytest.mark.parametrize('content', ['truncated', 'random', 'text', 'empty', 'pickle'])
@@ -331,14 +337,19 @@ def assert_same(a, b, path='ckpt'):
 
 
 def run(cfg_path, work, name, **changes):
-    """MMEngine's Runner on a config, in this process (checkpoints through mmkd's loaders)."""
+    """MMEngine's Runner on a config, in this process (checkpoints through mmkd's loaders).
+
+    The default scope it sets is undone afterwards, so that later tests build as before.
+    """
     from mmengine.config import Config
+    from mmengine.registry import DefaultScope
     from mmengine.runner import Runner
     cfg = Config.fromfile(cfg_path)
     cfg.update(work_dir=str(work), experiment_name=name, val_cfg=None, val_dataloader=None,
                val_evaluator=None, **changes)
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        runner = Runner.from_cfg(cfg)
+        runner.train()
     return runner
 
 
