@@ -296,11 +296,14 @@ def _short(e: BaseException) -> str:
     """torch's message without its weights_only boilerplate."""
     text = str(e)
     if not text.strip() or isinstance(e, KeyError):
-        return f'{type(e).__name__} {text}: the file ends early or is not a torch.save file'.strip()
+        head = f'{type(e).__name__} {text.strip()}'.strip()
+        return f'{head}: the file ends early or is not a torch.save file'
     if 'WeightsUnpickler error:' in text:
         text = text.split('WeightsUnpickler error:', 1)[1]
-    text = text.split('Check the documentation of torch.load')[0]
-    return ' '.join(text.split())[:300]
+    text = ' '.join(text.split('Check the documentation of torch.load')[0].split())
+    if len(text) > 300 and '. ' in text[:300]:  # whole sentences
+        text = text[:300].rsplit('. ', 1)[0] + '.'
+    return text
 
 
 def load_from_local_file(filename: str, map_location: MapLocation = None,
