@@ -12,9 +12,8 @@ needs neither mmdet, mmseg nor mmpretrain.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
-import torch
 from torch import Tensor, nn
 
 #: The versions every entry below was read and tested against.
@@ -84,18 +83,5 @@ def image_normalisation(preprocessor: nn.Module) -> Tuple[Optional[Tensor], Opti
     return mean, std, swaps
 
 
-def load_checkpoint(filename: str,
-                    map_location: Optional[Union[str, torch.device]] = 'cpu') -> Any:
-    """Loads a checkpoint through MMEngine's scheme registry (public API).
-
-    ``CheckpointLoader.load_checkpoint`` dispatches on the prefix (local path,
-    ``http(s)://``, ``torchvision://``, ...) to the loaders registered with
-    ``CheckpointLoader.register_scheme``; mmkd uses it instead of mmengine's
-    protected ``runner.checkpoint._load_checkpoint`` (a thin wrapper around it).
-    """
-    from mmengine.runner.checkpoint import CheckpointLoader
-    return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
-
-
 __all__ = ['CHECKED_VERSIONS', 'roi_bbox_forward', 'roi_mask_forward', 'cls_head_loss',
-           'image_normalisation', 'load_checkpoint']
+           'image_normalisation']

@@ -38,7 +38,7 @@ def test_mmdet_faster_rcnn_train_resume_test(faster_rcnn_cfg, tmp_path):
     assert osp.isfile(osp.join(work, 'epoch_1.pth'))
     _metric(log, 'coco/bbox_mAP')  # validation ran with the COCO metric
 
-    # Resume: continues from epoch 1 to 2, with torch's weights_only default.
+    # Resume: continues from epoch 1 to 2, through mmkd's safe loader (allowlist).
     log = run_tool(['tools/train.py', faster_rcnn_cfg, '--work-dir', work, '--resume',
                     '--cfg-options', 'train_cfg.max_epochs=2', 'train_cfg.val_interval=2'])
     assert 'resumed epoch: 1, iter: 4' in log
