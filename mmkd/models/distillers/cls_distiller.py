@@ -101,11 +101,13 @@ class ClsDistiller(TeacherStudentDistiller):
     ``loss``) plus ``loss_<name>`` for every distillation loss. Losses that
     consume ``'logits'`` get the head logits ``(B, C)`` of both models with the
     ground-truth labels as ``target`` (None when the batch has Mixup / CutMix
-    soft labels, ``gt_score``: losses that need labels are then refused); losses that consume ``'features'``
-    (:class:`~mmkd.models.losses.SDDLoss`) get each model's last backbone
-    feature map before global pooling and its linear classifier (``head.fc``).
-    The teacher runs under ``torch.no_grad()`` on the batch re-normalised for
-    it. ``predict`` and ``tensor`` modes run the student alone.
+    soft labels, ``gt_score``: losses that need labels are then refused).
+    Losses that consume ``'features'`` (:class:`~mmkd.models.losses.SDDLoss`)
+    get the local logits of each model's last backbone feature map before
+    global pooling through its own linear classifier (``head.fc``). The
+    teachers run under ``torch.no_grad()`` on the batch re-normalised for
+    each; several teachers give the weighted mean of their (local) logits.
+    ``predict`` and ``tensor`` modes run the student alone.
 
     Losses whose ``ignore_index`` is one of the classes (255 on ImageNet) get
     ``ignore_index=None``: classification labels have no ignore value.
@@ -121,25 +123,27 @@ class ClsDistiller(TeacherStudentDistiller):
             preprocessor (set by the Runner), used by the student if its dict
             has none. Defaults to None.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
+        teachers, teacher_dtype: See :class:`TeacherStudentDistiller`.
     """
 
     accepted_inputs = ('logits', 'features')
 
     def check_models(self) -> None:
         """mmpretrain classifiers with the same number of classes."""
-        for role, model in (('student', self.student), ('teacher', self.teacher)):
+        for role, model in [('student', self.student)] + self.teachers:
             if not (hasattr(model, 'extract_feat') and hasattr(model, 'head')):
                 raise TypeError(f'ClsDistiller needs mmpretrain ImageClassifier models; the '
                                 f'{role} is a {type(model).__name__}')
-        num_s, num_t = num_classes_of(self.student), num_classes_of(self.teacher)
-        if num_s != num_t:
-            raise ValueError(f'student and teacher must have the same classes: the student '
-                             f'has {num_s}, the teacher {num_t}')
+        num_s = num_classes_of(self.student)
+        for role, teacher in self.teachers:
+            if num_classes_of(teacher) != num_s:
+                raise ValueError(f'student and {role} must have the same classes: the student '
+                                 f'has {num_s}, the {role} {num_classes_of(teacher)}')
 
     def check_loss(self, name: str, loss: nn.Module) -> None:
         """A linear ``head.fc`` on both models for feature losses; no class ignored."""
         if self.input_of[name] == 'features':
-            for role, model in (('student', self.student), ('teacher', self.teacher)):
+            for role, model in [('student', self.student)] + self.teachers:
                 if not isinstance(getattr(model.head, 'fc', None), nn.Linear):
                     raise TypeError(f'{type(loss).__name__} "{name}" applies the linear '
                                     f'classifier head.fc to local features, but the {role} '
@@ -155,8 +159,14 @@ class ClsDistiller(TeacherStudentDistiller):
     def loss(self, inputs: Tensor, data_samples: list) -> Dict[str, Tensor]:
         """Student head loss plus ``loss_<name>`` distillation losses."""
         feats_S, logits_S = classifier_forward(self.student, inputs)
-        with torch.no_grad():
-            feats_T, logits_T = classifier_forward(self.teacher, self.teacher_inputs(inputs))
+        cells = [n for n, kind in self.input_of.items() if kind == 'features']
+
+        def teacher_pass(teacher: nn.Module, x: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+            feats, logits = classifier_forward(teacher, x)
+            return logits, {n: self.distill_losses[n].local_logits(feats[-1], teacher.head.fc)
+                            for n in cells}
+
+        logits_T, cells_T = self.teacher_outputs(teacher_pass, inputs)
         # The head's own loss on these logits (one head forward for both uses).
         losses = cls_head_loss(self.student.head, logits_S, data_samples)
         # None under Mixup / CutMix soft labels (losses that need labels are refused).
@@ -164,9 +174,9 @@ class ClsDistiller(TeacherStudentDistiller):
                                 logits_S.device)
         distill = {}
         for name, loss in self.distill_losses.items():
-            if self.input_of[name] == 'features':
-                distill[f'loss_{name}'] = loss(feats_S[-1], feats_T[-1], target,
-                                               self.student.head.fc, self.teacher.head.fc)
+            if name in cells_T:
+                cells_S = loss.local_logits(feats_S[-1], self.student.head.fc)
+                distill[f'loss_{name}'] = loss.loss_on_cells(cells_S, cells_T[name], target)
             else:
                 distill[f'loss_{name}'] = loss(logits_S, logits_T, target)
         return self.add_distill_losses(losses, distill)

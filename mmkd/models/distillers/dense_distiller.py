@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Set
 
-import torch
 from torch import Tensor
 
 from mmkd.registry import MODELS
@@ -37,8 +36,10 @@ class DenseHeadDistiller(TeacherStudentDistiller):
         teacher (dict | str): The same, or a config path / ``'mmdet::...'``.
         teacher_ckpt (str, optional): Teacher checkpoint. Defaults to None.
         distill_losses (dict): ``name -> loss config``. Defaults to None.
-        data_preprocessor (dict, optional): See :class:`BaseDistiller`.
+        data_preprocessor (dict, optional): See :class:`TeacherStudentDistiller`.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
+        teachers, teacher_dtype: See :class:`TeacherStudentDistiller` (several
+            teachers: the weighted mean of their class scores).
     """
 
     sigmoid_classes = True
@@ -47,7 +48,7 @@ class DenseHeadDistiller(TeacherStudentDistiller):
     def check_models(self) -> None:
         from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
         from mmdet.models.detectors import SingleStageDetector
-        for role, model in (('student', self.student), ('teacher', self.teacher)):
+        for role, model in [('student', self.student)] + self.teachers:
             head = getattr(model, 'bbox_head', None)
             if not isinstance(model, SingleStageDetector) or \
                     type(model).loss is not SingleStageDetector.loss:
@@ -60,17 +61,19 @@ class DenseHeadDistiller(TeacherStudentDistiller):
                                 'not supported: it needs sigmoid classification '
                                 '(use_sigmoid_cls), a prior generator and mmdet\'s '
                                 'BaseDenseHead.loss (RetinaNet, FCOS, ATSS, GFL)')
-        s, t = self.student.bbox_head, self.teacher.bbox_head
-        for what, a, b in (
-            ('classes', s.cls_out_channels, t.cls_out_channels),
-            ('anchors per location (num_base_priors)', s.num_base_priors, t.num_base_priors),
-            ('strides', s.prior_generator.strides, t.prior_generator.strides),
-            ('base anchors', _base_anchors(s), _base_anchors(t)),
-        ):
-            if a != b:
-                raise ValueError(f'DenseHeadDistiller: student and teacher differ in {what}: '
-                                 f'{a} (student {type(s).__name__}) vs {b} (teacher '
-                                 f'{type(t).__name__})')
+        s = self.student.bbox_head
+        for role, teacher in self.teachers:
+            t = teacher.bbox_head
+            for what, a, b in (
+                ('classes', s.cls_out_channels, t.cls_out_channels),
+                ('anchors per location (num_base_priors)', s.num_base_priors, t.num_base_priors),
+                ('strides', s.prior_generator.strides, t.prior_generator.strides),
+                ('base anchors', _base_anchors(s), _base_anchors(t)),
+            ):
+                if a != b:
+                    raise ValueError(f'DenseHeadDistiller: student and {role} differ in {what}: '
+                                     f'{a} (student {type(s).__name__}) vs {b} ({role} '
+                                     f'{type(t).__name__})')
 
     def loss_requirements(self, name: str) -> dict:
         return dict(head=f'the sigmoid head {type(self.student.bbox_head).__name__}')
@@ -89,9 +92,9 @@ class DenseHeadDistiller(TeacherStudentDistiller):
         outs = head(self.student.extract_feat(inputs))
         gt_instances, gt_instances_ignore, img_metas = unpack_gt_instances(data_samples)
         losses = head.loss_by_feat(*outs, gt_instances, img_metas, gt_instances_ignore)
-        with torch.no_grad():
-            cls_t = self.teacher.bbox_head(self.teacher.extract_feat(
-                self.teacher_inputs(inputs, data_samples)))[0]
+        cls_t = self.teacher_outputs(
+            lambda teacher, x: list(teacher.bbox_head(teacher.extract_feat(x))[0]),
+            inputs, data_samples)
         rows_s = [self.rows(c) for c in outs[0]]
         rows_t = [self.rows(c) for c in cls_t]
         distill = {}

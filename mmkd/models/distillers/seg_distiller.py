@@ -69,22 +69,26 @@ class SegDistiller(TeacherStudentDistiller):
         data_preprocessor (dict, optional): The config's top-level data
             preprocessor, used by a student dict without one. Defaults to None.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
+        **kwargs: ``teachers``, ``teacher_dtype``: see
+            :class:`TeacherStudentDistiller` (several teachers: the weighted
+            mean of their logits, each resized to the student's resolution).
     """
 
     accepted_inputs = ('logits', 'logit_maps')
 
     def __init__(self,
                  student: ModelCfg,
-                 teacher: ModelCfg,
+                 teacher: Optional[ModelCfg] = None,
                  teacher_ckpt: Optional[str] = None,
                  distill_losses: Optional[Dict[str, dict]] = None,
                  aux_distill_weight: float = 0.0,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 **kwargs) -> None:
         if not aux_distill_weight >= 0:
             raise ValueError(f'aux_distill_weight must be >= 0, got {aux_distill_weight}')
         super().__init__(student, teacher, teacher_ckpt, distill_losses, data_preprocessor,
-                         init_cfg)
+                         init_cfg, **kwargs)
         self.aux_distill_weight = float(aux_distill_weight)
 
     def check_models(self) -> None:
@@ -93,25 +97,27 @@ class SegDistiller(TeacherStudentDistiller):
         except ImportError as e:
             raise ImportError('SegDistiller needs mmsegmentation (pip install '
                               '"mmsegmentation==1.2.2")') from e
-        for role, model in (('student', self.student), ('teacher', self.teacher)):
+        for role, model in [('student', self.student)] + self.teachers:
             if not isinstance(model, EncoderDecoder) or isinstance(model, CascadeEncoderDecoder):
                 raise TypeError(f'SegDistiller: the {role} must be an mmseg EncoderDecoder '
                                 f'(cascades are not supported), got {type(model).__name__}.')
-        pairs = [('decode_head', self.student.decode_head, self.teacher.decode_head)]
-        if self.aux_distill_weight > 0:
-            aux_s, aux_t = _aux_heads(self.student), _aux_heads(self.teacher)
-            if not aux_s or len(aux_s) != len(aux_t):
-                raise ValueError(
-                    f'SegDistiller: aux_distill_weight={self.aux_distill_weight} needs the same '
-                    f'number of auxiliary heads in student and teacher, got {len(aux_s)} and '
-                    f'{len(aux_t)}.')
-            pairs += [(f'auxiliary head {p}', hs, ht) for (p, hs), (_, ht) in zip(aux_s, aux_t)]
-        for where, head_s, head_t in pairs:
-            if head_s.out_channels != head_t.out_channels:
-                raise ValueError(
-                    f'SegDistiller: the student predicts {head_s.out_channels} classes but the '
-                    f'teacher {head_t.out_channels} ({where} num_classes): distillation needs '
-                    'the same classes in both models.')
+        for role, teacher in self.teachers:
+            pairs = [('decode_head', self.student.decode_head, teacher.decode_head)]
+            if self.aux_distill_weight > 0:
+                aux_s, aux_t = _aux_heads(self.student), _aux_heads(teacher)
+                if not aux_s or len(aux_s) != len(aux_t):
+                    raise ValueError(
+                        f'SegDistiller: aux_distill_weight={self.aux_distill_weight} needs the '
+                        f'same number of auxiliary heads in student and {role}, got '
+                        f'{len(aux_s)} and {len(aux_t)}.')
+                pairs += [(f'auxiliary head {p}', hs, ht)
+                          for (p, hs), (_, ht) in zip(aux_s, aux_t)]
+            for where, head_s, head_t in pairs:
+                if head_s.out_channels != head_t.out_channels:
+                    raise ValueError(
+                        f'SegDistiller: the student predicts {head_s.out_channels} classes but '
+                        f'the {role} {head_t.out_channels} ({where} num_classes): distillation '
+                        'needs the same classes in both models.')
 
     def check_loss(self, name: str, loss: nn.Module) -> None:
         """The loss ignores the label the student's decode head ignores."""
@@ -137,7 +143,7 @@ class SegDistiller(TeacherStudentDistiller):
         return [f'loss_{name}'] + [f'loss_{name}_{p}' for p, _ in _aux_heads(self.student)]
 
     def loss(self, inputs: Tensor, data_samples: list) -> Dict[str, Tensor]:
-        student, teacher = self.student, self.teacher
+        student = self.student
         feats = student.extract_feat(inputs)
         logits_s = [student.decode_head(feats)]
         losses = self._head_losses('decode', student.decode_head, logits_s[0], data_samples)
@@ -146,22 +152,28 @@ class SegDistiller(TeacherStudentDistiller):
             losses.update(self._head_losses(prefix, head, out, data_samples))
             logits_s.append(out)
 
-        with torch.no_grad():
-            feats_t = teacher.extract_feat(self.teacher_inputs(inputs, data_samples))
-            heads_t = [teacher.decode_head]
-            if self.aux_distill_weight > 0:
-                heads_t += [head for _, head in _aux_heads(teacher)]
-            logits_t = [head(feats_t) for head in heads_t]
+        n_heads = 1 + len(_aux_heads(student)) if self.aux_distill_weight > 0 else 1
 
+        def teacher_pass(teacher: nn.Module, x: Tensor) -> List[Tensor]:
+            """Decoder (and auxiliary) logits at the student's resolutions."""
+            feats_t = teacher.extract_feat(x)
+            heads = [teacher.decode_head] + [head for _, head in _aux_heads(teacher)]
+            out = []
+            for head, out_s in zip(heads[:n_heads], logits_s):
+                logits = head(feats_t)
+                if logits.shape[-2:] != out_s.shape[-2:]:
+                    logits = F.interpolate(logits, size=out_s.shape[-2:], mode='bilinear',
+                                           align_corners=student.align_corners)
+                out.append(logits)
+            return out
+
+        logits_t = self.teacher_outputs(teacher_pass, inputs, data_samples)
         suffixes = [''] + [f'_{p}' for p, _ in _aux_heads(student)]
         weights = [1.0] + [self.aux_distill_weight] * (len(logits_t) - 1)
         targets: Dict[Tuple[int, int], Tensor] = {}  # labels per decoder resolution
         distill: Dict[str, Tensor] = {}
         for out_s, out_t, suffix, weight in zip(logits_s, logits_t, suffixes, weights):
             size = tuple(out_s.shape[-2:])
-            if tuple(out_t.shape[-2:]) != size:
-                out_t = F.interpolate(out_t, size=size, mode='bilinear',
-                                      align_corners=student.align_corners)
             if size not in targets:
                 targets[size] = seg_labels(data_samples, size)
             target = targets[size]

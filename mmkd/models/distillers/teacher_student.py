@@ -11,11 +11,17 @@ public methods. On top of :class:`~mmkd.models.distillers.StudentDistiller`
 * loads ``teacher_ckpt`` (path or URL, on the CPU) strictly, freezes the
   teacher and keeps it in ``eval()`` whatever mode the distiller is put in;
 * converts the student's normalised batch for a teacher that normalises
-  differently (:meth:`teacher_inputs`).
+  differently (:meth:`teacher_inputs`);
+* runs several teachers (``teachers=[...]``), each built, loaded, frozen and
+  re-normalised like a single one, and gives the losses the weighted mean of
+  their outputs (:meth:`teacher_outputs`);
+* runs the teachers' forward in bf16 / fp16 under autocast
+  (``teacher_dtype``); the losses still compute in float32.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+import contextlib
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.logging import print_log
@@ -112,14 +118,36 @@ class Renormalise(nn.Module):
         return f'flip={self.flip}, pad_value={self.pad_value}'
 
 
+#: ``teacher_dtype`` names -> autocast dtypes.
+TEACHER_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def weighted_mean(outputs: Sequence[Any], weights: Sequence[float]) -> Any:
+    """The weighted mean of equally structured outputs (tensors in tuples, lists, dicts)."""
+    first = outputs[0]
+    if isinstance(first, Tensor):
+        total = first.float() * weights[0]
+        for out, w in zip(outputs[1:], weights[1:]):
+            total = total + out.float() * w
+        return total
+    if isinstance(first, dict):
+        return {k: weighted_mean([o[k] for o in outputs], weights) for k in first}
+    if isinstance(first, (list, tuple)):
+        return type(first)(weighted_mean(list(parts), weights) for parts in zip(*outputs))
+    if first is None:
+        return None
+    raise TypeError(f'cannot average teacher outputs of type {type(first).__name__}')
+
+
 class TeacherStudentDistiller(StudentDistiller):
     """Base class of the teacher-student distillers.
 
     Args:
         student (dict | str): The student model config (an mmdet / mmseg /
             mmpretrain model dict).
-        teacher (dict | str): The teacher model config, or the path of a
-            config file, also as ``'mmdet::path/in/package.py'``.
+        teacher (dict | str, optional): The teacher model config, or the path
+            of a config file, also as ``'mmdet::path/in/package.py'``. Give it
+            or ``teachers``. Defaults to None.
         teacher_ckpt (str, optional): Path or URL of the teacher checkpoint.
             ``None`` leaves the teacher randomly initialised (for tests and
             ``tools/test.py`` only; a warning says so). Defaults to None.
@@ -128,45 +156,138 @@ class TeacherStudentDistiller(StudentDistiller):
         data_preprocessor (dict, optional): See
             :class:`~mmkd.models.distillers.StudentDistiller`. Defaults to None.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
+        teachers (list[dict], optional): Several teachers instead of
+            ``teacher`` / ``teacher_ckpt``: ``dict(model=..., ckpt=None,
+            weight=1.0)`` each. The losses get the weighted mean of the
+            teachers' logits (weights normalised to sum 1): the averaged
+            ensemble teacher of multi-teacher KD (Hinton et al., 2015, Sec. 3;
+            You et al., "Learning from Multiple Teacher Networks", KDD 2017).
+            Defaults to None.
+        teacher_dtype (str, optional): ``'bf16'`` or ``'fp16'``: run the
+            teachers' forward under autocast in that precision (CPU: bf16
+            only). Defaults to None (the teachers' own dtype).
     """
 
     def __init__(self,
                  student: ModelCfg,
-                 teacher: ModelCfg,
+                 teacher: Optional[ModelCfg] = None,
                  teacher_ckpt: Optional[str] = None,
                  distill_losses: Optional[Dict[str, dict]] = None,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 teachers: Optional[List[dict]] = None,
+                 teacher_dtype: Optional[str] = None) -> None:
         super().__init__(student, distill_losses, data_preprocessor, init_cfg)
-        self.teacher = build_model_from_cfg(teacher)
-        self.teacher_ckpt = teacher_ckpt
-        if teacher_ckpt is not None:
-            load_teacher_checkpoint(self.teacher, teacher_ckpt)
-        else:
-            print_log('mmkd: teacher_ckpt is None, the teacher keeps its initial weights '
-                      '(right for tools/test.py and for loading a distiller checkpoint, which '
-                      'holds the teacher; wrong for training from scratch)',
-                      logger='current', level=30)
-        self.teacher.requires_grad_(False)
-        self.teacher.eval()
-        #: Student batch -> teacher batch, or None when both preprocess alike.
-        self.renormalise = Renormalise.between(self.student, self.teacher)
+        specs = teacher_specs(teacher, teacher_ckpt, teachers)
+        if teacher_dtype is not None and teacher_dtype not in TEACHER_DTYPES:
+            raise ValueError(f'teacher_dtype must be one of {sorted(TEACHER_DTYPES)} or None, '
+                             f'got {teacher_dtype!r}')
+        self.teacher_dtype = teacher_dtype
+        #: Attribute names of the teachers: ``teacher``, ``teacher_1``, ...
+        self.teacher_names: List[str] = []
+        total = sum(weight for _, _, weight in specs)
+        #: Weights of the teachers' outputs (sum 1).
+        self.teacher_weights = [weight / total for _, _, weight in specs]
+        for i, (cfg, ckpt, _) in enumerate(specs):
+            name = 'teacher' if i == 0 else f'teacher_{i}'
+            model = build_model_from_cfg(cfg)
+            if ckpt is not None:
+                load_teacher_checkpoint(model, ckpt)
+            else:
+                print_log(f'mmkd: {name}: no checkpoint, the teacher keeps its initial weights '
+                          '(right for tools/test.py and for loading a distiller checkpoint, '
+                          'which holds the teacher; wrong for training from scratch)',
+                          logger='current', level=30)
+            model.requires_grad_(False)
+            model.eval()
+            self.add_module(name, model)
+            #: Student batch -> this teacher's batch, or None when both preprocess alike.
+            setattr(self, 'renormalise' if i == 0 else f'renormalise_{i}',
+                    Renormalise.between(self.student, model))
+            self.teacher_names.append(name)
+        self.teacher_ckpt = specs[0][1]
+
+    @property
+    def teachers(self) -> List[Tuple[str, nn.Module]]:
+        """``(name, model)`` of every teacher."""
+        return [(name, getattr(self, name)) for name in self.teacher_names]
 
     def init_weights(self) -> None:
-        """Initialises the student only: the teacher keeps its checkpoint."""
+        """Initialises the student only: the teachers keep their checkpoints."""
         self.student.init_weights()
 
     def train(self, mode: bool = True) -> TeacherStudentDistiller:
         super().train(mode)
-        self.teacher.eval()
+        for _, teacher in self.teachers:
+            teacher.eval()
         return self
 
-    def teacher_inputs(self, inputs: Tensor, data_samples: Optional[list] = None) -> Tensor:
-        """The student's normalised batch, re-normalised for the teacher.
+    def teacher_inputs(self, inputs: Tensor, data_samples: Optional[list] = None,
+                       index: int = 0) -> Tensor:
+        """The student's normalised batch, re-normalised for teacher ``index``.
 
         With ``data_samples`` (detection, segmentation), the padding outside
         each image's ``img_shape`` gets the teacher's padding value.
         """
-        if self.renormalise is None:
+        norm = self.renormalise if index == 0 else getattr(self, f'renormalise_{index}')
+        if norm is None:
             return inputs
-        return self.renormalise(inputs, data_samples)
+        return norm(inputs, data_samples)
+
+    def teacher_outputs(self, fn: Callable[[nn.Module, Tensor], Any], inputs: Tensor,
+                        data_samples: Optional[list] = None) -> Any:
+        """``fn(teacher, its batch)`` for every teacher, combined for the losses.
+
+        Runs without gradients (and under autocast with ``teacher_dtype``).
+        One teacher: what ``fn`` returns. Several: the weighted mean of what
+        they return (tensors, or tuples / lists / dicts of tensors, alike in
+        shape: ``fn`` returns logits, not features).
+        """
+        outputs = []
+        with torch.no_grad(), self.teacher_precision(inputs):
+            for i, (_, teacher) in enumerate(self.teachers):
+                outputs.append(fn(teacher, self.teacher_inputs(inputs, data_samples, i)))
+        if len(outputs) == 1:
+            return outputs[0]
+        return weighted_mean(outputs, self.teacher_weights)
+
+    @contextlib.contextmanager
+    def teacher_precision(self, inputs: Tensor) -> Iterator[None]:
+        """Autocast in ``teacher_dtype`` on the inputs' device (nothing without one)."""
+        if self.teacher_dtype is None:
+            yield
+            return
+        device = inputs.device.type
+        if self.teacher_dtype == 'fp16' and device != 'cuda':
+            raise ValueError(f"{type(self).__name__}: teacher_dtype='fp16' needs a CUDA device "
+                             f"(the batch is on {device}); use 'bf16' on the CPU")
+        with torch.autocast(device_type=device, dtype=TEACHER_DTYPES[self.teacher_dtype]):
+            yield
+
+
+def teacher_specs(teacher: Optional[ModelCfg], teacher_ckpt: Optional[str],
+                  teachers: Optional[List[dict]]) -> List[Tuple[ModelCfg, Optional[str], float]]:
+    """``(model, ckpt, weight)`` of every teacher, from ``teacher`` or ``teachers``."""
+    if teachers is None:
+        if teacher is None:
+            raise ValueError('give the teacher: teacher=<model dict or config> (and '
+                             'teacher_ckpt), or teachers=[dict(model=..., ckpt=..., weight=...)]')
+        return [(teacher, teacher_ckpt, 1.0)]
+    if teacher is not None or teacher_ckpt is not None:
+        raise ValueError('give either teacher / teacher_ckpt or teachers=[...], not both')
+    if not isinstance(teachers, (list, tuple)) or not teachers:
+        raise ValueError(f'teachers must be a non-empty list of dict(model=..., ckpt=..., '
+                         f'weight=...), got {teachers!r}')
+    specs = []
+    for i, spec in enumerate(teachers):
+        unknown = set(spec) - {'model', 'ckpt', 'weight'} if isinstance(spec, dict) else None
+        if unknown is None or unknown or 'model' not in spec:
+            raise ValueError(f'teachers[{i}] must be dict(model=..., ckpt=None, weight=1.0), '
+                             f'got {spec!r}')
+        weight = spec.get('weight', 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or \
+                not weight > 0 or weight == float('inf'):
+            raise ValueError(f'teachers[{i}].weight must be a positive finite number, got '
+                             f'{weight!r}')
+        specs.append((spec['model'], spec.get('ckpt'), float(weight)))
+    return specs

@@ -63,35 +63,41 @@ class TwoStageDistiller(TeacherStudentDistiller):
             Defaults to None (off).
         data_preprocessor (dict, optional): See :class:`TeacherStudentDistiller`.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
+        **kwargs: ``teachers``, ``teacher_dtype``: see
+            :class:`TeacherStudentDistiller` (several teachers run their RoI
+            heads on the same student RoIs; the losses get the weighted mean
+            of their logits, views and mask logits).
     """
 
     accepted_inputs = ('logits', 'views')
 
     def __init__(self,
                  student: ModelCfg,
-                 teacher: ModelCfg,
+                 teacher: Optional[ModelCfg] = None,
                  teacher_ckpt: Optional[str] = None,
                  distill_losses: Optional[Dict[str, dict]] = None,
                  mask_distill_losses: Optional[Dict[str, dict]] = None,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 **kwargs) -> None:
         logit_losses, mask_losses = dict(distill_losses or {}), dict(mask_distill_losses or {})
         both = sorted(set(logit_losses) & set(mask_losses))
         if both:
             raise ValueError(f'TwoStageDistiller: loss names {both} are in both distill_losses '
                              'and mask_distill_losses')
         super().__init__(student, teacher, teacher_ckpt, {**logit_losses, **mask_losses},
-                         data_preprocessor, init_cfg)
+                         data_preprocessor, init_cfg, **kwargs)
         #: Names of the losses on mask logits.
         self.mask_losses = frozenset(mask_losses)
-        #: ``role -> RoI extractor at twice the box head's size``, for 'views'
-        #: losses (RoIAlign only: no weights, so not registered as submodules).
+        #: ``role -> RoI extractor at twice the box head's size`` (``student``,
+        #: ``teacher``, ``teacher_1``...), for 'views' losses (RoIAlign only: no
+        #: weights, so not registered as submodules).
         self.view_extractors: Dict[str, nn.Module] = {}
 
     def check_models(self) -> None:
         from mmdet.models.detectors import TwoStageDetector
         from mmdet.models.roi_heads import StandardRoIHead
-        for role, model in (('student', self.student), ('teacher', self.teacher)):
+        for role, model in [('student', self.student)] + self.teachers:
             head = getattr(model, 'roi_head', None)
             if not isinstance(model, TwoStageDetector) or not model.with_rpn or \
                     type(model).loss is not TwoStageDetector.loss:
@@ -106,10 +112,12 @@ class TwoStageDistiller(TeacherStudentDistiller):
             if box.custom_cls_channels or getattr(box.loss_cls, 'use_sigmoid', False):
                 raise TypeError(f'TwoStageDistiller: the {role} box head must give softmax '
                                 f'(C+1)-class logits, {type(box).__name__} does not')
-        n_s, n_t = (m.roi_head.bbox_head.num_classes for m in (self.student, self.teacher))
-        if n_s != n_t:
-            raise ValueError(f'TwoStageDistiller: the student has {n_s} classes and the teacher '
-                             f'{n_t}; they must be the same')
+        n_s = self.student.roi_head.bbox_head.num_classes
+        for role, teacher in self.teachers:
+            n_t = teacher.roi_head.bbox_head.num_classes
+            if n_s != n_t:
+                raise ValueError(f'TwoStageDistiller: the student has {n_s} classes and the '
+                                 f'{role} {n_t}; they must be the same')
 
     def loss_requirements(self, name: str) -> dict:
         """Mask losses: sigmoid maps of logits, no labels."""
@@ -121,9 +129,9 @@ class TwoStageDistiller(TeacherStudentDistiller):
 
     def check_loss(self, name: str, loss: nn.Module) -> None:
         """Mask heads for mask losses, ``ignore_index`` against the RoI labels."""
-        roi_s, roi_t = self.student.roi_head, self.teacher.roi_head
+        roi_s = self.student.roi_head
         if name in self.mask_losses:
-            if not (roi_s.with_mask and roi_t.with_mask):
+            if not (roi_s.with_mask and all(t.roi_head.with_mask for _, t in self.teachers)):
                 raise TypeError('TwoStageDistiller: mask_distill_losses need a mask head in '
                                 'the student and in the teacher (Mask R-CNN)')
             return
@@ -133,8 +141,9 @@ class TwoStageDistiller(TeacherStudentDistiller):
                              f'ignore_index={ignore}, a RoI label of these {num_classes}+1 '
                              'classes: set it to None')
         if self.input_of[name] == 'views' and not self.view_extractors:
-            self.view_extractors = {'student': double_res_extractor(roi_s),
-                                    'teacher': double_res_extractor(roi_t)}
+            self.view_extractors = {role: double_res_extractor(model.roi_head)
+                                    for role, model in [('student', self.student)] +
+                                    self.teachers}
 
     def num_classes_for(self, name: str) -> Optional[int]:
         """``C + 1`` RoI classes (background included); 1 mask channel."""
@@ -159,26 +168,30 @@ class TwoStageDistiller(TeacherStudentDistiller):
         if 'views' in kinds:
             views_s = roi_view_logits(self.view_extractors['student'],
                                       self.student.roi_head.bbox_head, s.x, s.rois)
-        # The teacher: its features, its RoI head on exactly the student's RoIs.
-        teacher = self.teacher.roi_head
-        with torch.no_grad():
-            x_t = self.teacher.extract_feat(self.teacher_inputs(inputs, data_samples))
+        # The teachers: features, then the RoI head on exactly the student's RoIs.
+        roles = {id(model): role for role, model in self.teachers}
+
+        def teacher_pass(teacher: nn.Module, x: Tensor) -> Dict[str, Tensor]:
+            x_t, roi_t, out = teacher.extract_feat(x), teacher.roi_head, {}
             if 'logits' in kinds:
-                cls_t = roi_bbox_forward(teacher, x_t, s.rois)['cls_score']
+                out['logits'] = roi_bbox_forward(roi_t, x_t, s.rois)['cls_score']
             if 'views' in kinds:
-                views_t = roi_view_logits(self.view_extractors['teacher'], teacher.bbox_head,
-                                          x_t, s.rois)
+                out['views'] = roi_view_logits(self.view_extractors[roles[id(teacher)]],
+                                               roi_t.bbox_head, x_t, s.rois)
             if 'mask' in kinds:
-                mask_t = label_channel(roi_mask_forward(teacher, x_t, pos_rois)['mask_preds'],
-                                       pos_labels, teacher.mask_head)
+                out['mask'] = label_channel(roi_mask_forward(roi_t, x_t, pos_rois)['mask_preds'],
+                                            pos_labels, roi_t.mask_head)
+            return out
+
+        out_t = self.teacher_outputs(teacher_pass, inputs, data_samples)
         distill = {}
         for name, loss in self.distill_losses.items():
             if name in self.mask_losses:
-                distill[f'loss_{name}'] = loss(mask_s, mask_t)
+                distill[f'loss_{name}'] = loss(mask_s, out_t['mask'])
             elif self.input_of[name] == 'logits':
-                distill[f'loss_{name}'] = loss(s.cls_score, cls_t, s.labels)
+                distill[f'loss_{name}'] = loss(s.cls_score, out_t['logits'], s.labels)
             else:
-                distill[f'loss_{name}'] = loss.loss_on_views(views_s, views_t, s.labels)
+                distill[f'loss_{name}'] = loss.loss_on_views(views_s, out_t['views'], s.labels)
         return self.add_distill_losses(s.losses, distill)
 
     def student_pass(self, inputs: Tensor, data_samples: list) -> StudentPass:

@@ -34,7 +34,10 @@ class DistillLossInfo:
     #:                     reduction_override=None): rows of class logits (N, C) or (N, C, *S)
     #:   'logit_maps'      the same signature, on (N, C, H, W) maps, each channel normalised over
     #:                     space (CWD): only where there is a spatial map
-    #:   'features'        forward(feats_S, feats_T, target, classifier_S, classifier_T) (SDD)
+    #:   'features'        forward(feats_S, feats_T, target, classifier_S, classifier_T), and
+    #:                     its two halves local_logits(feat, classifier) and
+    #:                     loss_on_cells(local_S, local_T, target) (SDD; several teachers'
+    #:                     local logits are averaged between the two)
     #:   'views'           loss_on_views(logits_S, logits_T, target): (N, C, V) per-view logits,
     #:                     view 0 the global one (SDD on the RoIs of a detector)
     #:   'student_logits'  forward(preds): the student's logits alone (DSR)

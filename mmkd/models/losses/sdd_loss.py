@@ -215,10 +215,30 @@ class SDDLoss(BaseDistillLoss):
         """
         if target is None:
             raise ValueError(f'{self.name} needs `target` (the class labels).')
-        local_S = sdd_local_logits(feats_S, classifier_S, self.scales, self.pool_base)
+        local_S = self.local_logits(feats_S, classifier_S)
         with torch.no_grad():
-            local_T = sdd_local_logits(feats_T.detach(), classifier_T, self.scales,
-                                       self.pool_base)
+            local_T = self.local_logits(feats_T.detach(), classifier_T)
+        return self.loss_on_cells(local_S, local_T, target, weight, avg_factor,
+                                  reduction_override)
+
+    def local_logits(self, feat: Tensor, classifier: Classifier) -> Tensor:
+        """The ``(B, C, N)`` multi-scale local logits of this loss's ``scales``.
+
+        See :func:`sdd_local_logits`. With several teachers the distiller
+        averages the teachers' local logits (their feature maps may differ).
+        """
+        return sdd_local_logits(feat, classifier, self.scales, self.pool_base)
+
+    def loss_on_cells(self,
+                      local_S: Tensor,
+                      local_T: Tensor,
+                      target: Tensor,
+                      weight: Optional[Tensor] = None,
+                      avg_factor: Optional[Union[float, Tensor]] = None,
+                      reduction_override: Optional[str] = None) -> Tensor:
+        """The loss on precomputed local logits (:meth:`local_logits`), with the
+        consistent / complementary weighting of the cells. Arguments as in
+        :meth:`forward`."""
         return self._loss_on_cells(local_S, local_T, target, self.complementary_weight, weight,
                                    avg_factor, reduction_override)
 
