@@ -136,9 +136,10 @@ class ClsDistiller(TeacherStudentDistiller):
                                 f'{role} is a {type(model).__name__}')
         num_s = num_classes_of(self.student)
         for role, teacher in self.teachers:
-            if num_classes_of(teacher) != num_s:
+            num_t = self.distilled_classes(role, num_classes_of(teacher))
+            if num_t != num_s:
                 raise ValueError(f'student and {role} must have the same classes: the student '
-                                 f'has {num_s}, the {role} {num_classes_of(teacher)}')
+                                 f'has {num_s}, the {role} {num_t}')
 
     def check_loss(self, name: str, loss: nn.Module) -> None:
         """A linear ``head.fc`` on both models for feature losses; no class ignored."""

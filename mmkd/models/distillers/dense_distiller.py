@@ -65,7 +65,7 @@ class DenseHeadDistiller(TeacherStudentDistiller):
         for role, teacher in self.teachers:
             t = teacher.bbox_head
             for what, a, b in (
-                ('classes', s.cls_out_channels, t.cls_out_channels),
+                ('classes', s.cls_out_channels, self.distilled_classes(role, t.cls_out_channels)),
                 ('anchors per location (num_base_priors)', s.num_base_priors, t.num_base_priors),
                 ('strides', s.prior_generator.strides, t.prior_generator.strides),
                 ('base anchors', _base_anchors(s), _base_anchors(t)),
@@ -74,6 +74,17 @@ class DenseHeadDistiller(TeacherStudentDistiller):
                     raise ValueError(f'DenseHeadDistiller: student and {role} differ in {what}: '
                                      f'{a} (student {type(s).__name__}) vs {b} ({role} '
                                      f'{type(t).__name__})')
+
+    def select_classes(self, output: List[Tensor], index: Tensor) -> List[Tensor]:
+        """Per level ``(B, A*C_t, H, W)`` -> ``(B, A*C_s, H, W)``: the student's classes
+        of every anchor (mmdet's channel order ``a*C + c``)."""
+        num_anchors = self.student.bbox_head.num_base_priors
+        out = []
+        for score in output:
+            B, _, H, W = score.shape
+            score = score.view(B, num_anchors, -1, H, W).index_select(2, index)
+            out.append(score.reshape(B, -1, H, W))
+        return out
 
     def loss_requirements(self, name: str) -> dict:
         return dict(head=f'the sigmoid head {type(self.student.bbox_head).__name__}')

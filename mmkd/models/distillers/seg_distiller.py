@@ -113,10 +113,11 @@ class SegDistiller(TeacherStudentDistiller):
                 pairs += [(f'auxiliary head {p}', hs, ht)
                           for (p, hs), (_, ht) in zip(aux_s, aux_t)]
             for where, head_s, head_t in pairs:
-                if head_s.out_channels != head_t.out_channels:
+                num_t = self.distilled_classes(role, head_t.out_channels)
+                if head_s.out_channels != num_t:
                     raise ValueError(
                         f'SegDistiller: the student predicts {head_s.out_channels} classes but '
-                        f'the {role} {head_t.out_channels} ({where} num_classes): distillation '
+                        f'the {role} {num_t} ({where} num_classes): distillation '
                         'needs the same classes in both models.')
 
     def check_loss(self, name: str, loss: nn.Module) -> None:

@@ -33,7 +33,7 @@ from mmkd.utils.compat import image_normalisation
 from .base import ModelCfg, StudentDistiller, build_model_from_cfg
 
 
-def load_teacher_checkpoint(teacher: nn.Module, filename: str) -> None:
+def load_teacher_checkpoint(teacher: nn.Module, filename: str) -> dict:
     """Loads ``filename`` (a path or URL) into ``teacher`` on the CPU, strictly.
 
     Accepts plain model checkpoints and mmkd distiller checkpoints (whose
@@ -61,6 +61,36 @@ def load_teacher_checkpoint(teacher: nn.Module, filename: str) -> None:
             f'{show(unexpected)}, shape mismatches {show(mismatched)}. Check that '
             'the teacher config matches the checkpoint (depth, number of classes).')
     teacher.load_state_dict(state, strict=True)
+    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def checkpoint_class_names(meta: dict) -> Optional[List[str]]:
+    """Class names a checkpoint's ``meta`` records: ``dataset_meta.classes`` (MMEngine
+    runners), or ``CLASSES`` (mmdet 2.x / mmcls model-zoo files)."""
+    names = (meta.get('dataset_meta') or {}).get('classes') or meta.get('CLASSES')
+    return list(names) if names else None
+
+
+def config_class_names(cfg: ModelCfg) -> Optional[List[str]]:
+    """Class names of a model given as a config file: its training set's ``metainfo``
+    classes, or its dataset type's ``METAINFO`` (``CocoDataset``: the 80 COCO classes)."""
+    if not isinstance(cfg, str):
+        return None
+    from mmengine.config import Config
+    from mmengine.hub import get_config
+    from mmengine.registry import DATASETS
+    full = get_config(cfg) if '::' in cfg else Config.fromfile(cfg)
+    dataset = (full.get('train_dataloader') or {}).get('dataset') or {}
+    while 'dataset' in dataset:  # RepeatDataset, ClassBalancedDataset...
+        dataset = dataset['dataset']
+    names = (dataset.get('metainfo') or {}).get('classes')
+    if not names and isinstance(dataset.get('type'), str):
+        scope = full.get('default_scope')
+        kind = dataset['type'] if '.' in dataset['type'] or not scope else \
+            f'{scope}.{dataset["type"]}'
+        names = (getattr(DATASETS.get(kind), 'METAINFO', None) or {}).get('classes')
+    return list(names) if names else None
 
 
 class Renormalise(nn.Module):
@@ -166,6 +196,16 @@ class TeacherStudentDistiller(StudentDistiller):
         teacher_dtype (str, optional): ``'bf16'`` or ``'fp16'``: run the
             teachers' forward under autocast in that precision (CPU: bf16
             only). Defaults to None (the teachers' own dtype).
+        student_classes (Sequence[str], optional): The student's class names
+            (its dataset's ``metainfo['classes']``). Given, every teacher's
+            logits are restricted to these classes by name (a teacher trained
+            on more classes: a COCO-80 detector for a 3-class student), before
+            any softmax of the losses; RoI heads keep their background. The
+            teacher's names come from ``teacher_classes`` (``classes`` in a
+            ``teachers`` entry), else its checkpoint's ``meta``, else its
+            config's dataset. Defaults to None (same classes, same order).
+        teacher_classes (Sequence[str], optional): The single teacher's class
+            names, in the order of its outputs. Defaults to None.
     """
 
     def __init__(self,
@@ -176,23 +216,29 @@ class TeacherStudentDistiller(StudentDistiller):
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None,
                  teachers: Optional[List[dict]] = None,
-                 teacher_dtype: Optional[str] = None) -> None:
+                 teacher_dtype: Optional[str] = None,
+                 student_classes: Optional[Sequence[str]] = None,
+                 teacher_classes: Optional[Sequence[str]] = None) -> None:
         super().__init__(student, distill_losses, data_preprocessor, init_cfg)
-        specs = teacher_specs(teacher, teacher_ckpt, teachers)
+        specs = teacher_specs(teacher, teacher_ckpt, teachers, teacher_classes)
         if teacher_dtype is not None and teacher_dtype not in TEACHER_DTYPES:
             raise ValueError(f'teacher_dtype must be one of {sorted(TEACHER_DTYPES)} or None, '
                              f'got {teacher_dtype!r}')
         self.teacher_dtype = teacher_dtype
         #: Attribute names of the teachers: ``teacher``, ``teacher_1``, ...
         self.teacher_names: List[str] = []
-        total = sum(weight for _, _, weight in specs)
+        total = sum(spec[2] for spec in specs)
         #: Weights of the teachers' outputs (sum 1).
-        self.teacher_weights = [weight / total for _, _, weight in specs]
-        for i, (cfg, ckpt, _) in enumerate(specs):
+        self.teacher_weights = [spec[2] / total for spec in specs]
+        self.student_classes = None if student_classes is None else list(student_classes)
+        #: ``teacher name -> its class names`` (with ``student_classes``).
+        self.teacher_class_names: Dict[str, List[str]] = {}
+        for i, (cfg, ckpt, _, names) in enumerate(specs):
             name = 'teacher' if i == 0 else f'teacher_{i}'
             model = build_model_from_cfg(cfg)
+            meta = {}
             if ckpt is not None:
-                load_teacher_checkpoint(model, ckpt)
+                meta = load_teacher_checkpoint(model, ckpt)
             else:
                 print_log(f'mmkd: {name}: no checkpoint, the teacher keeps its initial weights '
                           '(right for tools/test.py and for loading a distiller checkpoint, '
@@ -205,6 +251,22 @@ class TeacherStudentDistiller(StudentDistiller):
             setattr(self, 'renormalise' if i == 0 else f'renormalise_{i}',
                     Renormalise.between(self.student, model))
             self.teacher_names.append(name)
+            if self.student_classes is not None:
+                names = names or checkpoint_class_names(meta) or config_class_names(cfg)
+                if not names:
+                    raise ValueError(
+                        f'student_classes is set but the class names of {name} are unknown: '
+                        'give them (teacher_classes=[...], or classes=[...] in its teachers '
+                        'entry); neither its checkpoint meta nor its config records them')
+                self.teacher_class_names[name] = list(names)
+                missing = [c for c in self.student_classes if c not in names]
+                if missing:
+                    raise ValueError(f'student classes {missing} are not among the '
+                                     f'{len(names)} classes of {name} (its classes: '
+                                     f'{list(names)[:10]}{" ..." if len(names) > 10 else ""})')
+                #: The teacher's output index of every student class.
+                self.register_buffer(f'class_index_{i}', torch.tensor(
+                    [list(names).index(c) for c in self.student_classes]), persistent=False)
         self.teacher_ckpt = specs[0][1]
 
     @property
@@ -234,19 +296,51 @@ class TeacherStudentDistiller(StudentDistiller):
             return inputs
         return norm(inputs, data_samples)
 
+    def class_index(self, teacher: str) -> Optional[Tensor]:
+        """The output index of every student class in ``teacher`` (None: same classes)."""
+        if self.student_classes is None:
+            return None
+        return getattr(self, f'class_index_{self.teacher_names.index(teacher)}')
+
+    def distilled_classes(self, teacher: str, num_classes: int) -> int:
+        """How many of ``teacher``'s ``num_classes`` classes the losses see: all, or
+        the student's under ``student_classes`` (checked against its class names)."""
+        if self.student_classes is None:
+            return num_classes
+        names = self.teacher_class_names[teacher]
+        if len(names) != num_classes:
+            raise ValueError(f'{teacher} predicts {num_classes} classes but {len(names)} class '
+                             f'names were given or found for it')
+        return len(self.student_classes)
+
+    def select_classes(self, output: Any, index: Tensor) -> Any:
+        """A teacher's output restricted to the student's classes (``index`` along
+        dim 1 of every tensor). Distillers whose outputs differ override it."""
+        if isinstance(output, Tensor):
+            return output.index_select(1, index)
+        if isinstance(output, dict):
+            return {k: self.select_classes(v, index) for k, v in output.items()}
+        if isinstance(output, (list, tuple)):
+            return type(output)(self.select_classes(v, index) for v in output)
+        return output
+
     def teacher_outputs(self, fn: Callable[[nn.Module, Tensor], Any], inputs: Tensor,
                         data_samples: Optional[list] = None) -> Any:
         """``fn(teacher, its batch)`` for every teacher, combined for the losses.
 
-        Runs without gradients (and under autocast with ``teacher_dtype``).
-        One teacher: what ``fn`` returns. Several: the weighted mean of what
-        they return (tensors, or tuples / lists / dicts of tensors, alike in
-        shape: ``fn`` returns logits, not features).
+        Runs without gradients (and under autocast with ``teacher_dtype``),
+        restricts each teacher's outputs to the student's classes with
+        ``student_classes`` (:meth:`select_classes`). One teacher: what ``fn``
+        returns. Several: the weighted mean of what they return (tensors, or
+        tuples / lists / dicts of tensors, alike in shape: logits, not
+        features).
         """
         outputs = []
         with torch.no_grad(), self.teacher_precision(inputs):
-            for i, (_, teacher) in enumerate(self.teachers):
-                outputs.append(fn(teacher, self.teacher_inputs(inputs, data_samples, i)))
+            for i, (name, teacher) in enumerate(self.teachers):
+                out = fn(teacher, self.teacher_inputs(inputs, data_samples, i))
+                index = self.class_index(name)
+                outputs.append(out if index is None else self.select_classes(out, index))
         if len(outputs) == 1:
             return outputs[0]
         return weighted_mean(outputs, self.teacher_weights)
@@ -266,28 +360,34 @@ class TeacherStudentDistiller(StudentDistiller):
 
 
 def teacher_specs(teacher: Optional[ModelCfg], teacher_ckpt: Optional[str],
-                  teachers: Optional[List[dict]]) -> List[Tuple[ModelCfg, Optional[str], float]]:
-    """``(model, ckpt, weight)`` of every teacher, from ``teacher`` or ``teachers``."""
+                  teachers: Optional[List[dict]], teacher_classes: Optional[Sequence[str]] = None
+                  ) -> List[Tuple[ModelCfg, Optional[str], float, Optional[List[str]]]]:
+    """``(model, ckpt, weight, classes)`` of every teacher, from ``teacher`` or ``teachers``."""
     if teachers is None:
         if teacher is None:
             raise ValueError('give the teacher: teacher=<model dict or config> (and '
                              'teacher_ckpt), or teachers=[dict(model=..., ckpt=..., weight=...)]')
-        return [(teacher, teacher_ckpt, 1.0)]
-    if teacher is not None or teacher_ckpt is not None:
-        raise ValueError('give either teacher / teacher_ckpt or teachers=[...], not both')
+        return [(teacher, teacher_ckpt, 1.0,
+                 None if teacher_classes is None else list(teacher_classes))]
+    if teacher is not None or teacher_ckpt is not None or teacher_classes is not None:
+        raise ValueError('give either teacher / teacher_ckpt (/ teacher_classes) or '
+                         'teachers=[...], not both')
     if not isinstance(teachers, (list, tuple)) or not teachers:
         raise ValueError(f'teachers must be a non-empty list of dict(model=..., ckpt=..., '
                          f'weight=...), got {teachers!r}')
     specs = []
     for i, spec in enumerate(teachers):
-        unknown = set(spec) - {'model', 'ckpt', 'weight'} if isinstance(spec, dict) else None
+        keys = {'model', 'ckpt', 'weight', 'classes'}
+        unknown = set(spec) - keys if isinstance(spec, dict) else None
         if unknown is None or unknown or 'model' not in spec:
-            raise ValueError(f'teachers[{i}] must be dict(model=..., ckpt=None, weight=1.0), '
-                             f'got {spec!r}')
+            raise ValueError(f'teachers[{i}] must be dict(model=..., ckpt=None, weight=1.0, '
+                             f'classes=None), got {spec!r}')
         weight = spec.get('weight', 1.0)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or \
                 not weight > 0 or weight == float('inf'):
             raise ValueError(f'teachers[{i}].weight must be a positive finite number, got '
                              f'{weight!r}')
-        specs.append((spec['model'], spec.get('ckpt'), float(weight)))
+        classes = spec.get('classes')
+        specs.append((spec['model'], spec.get('ckpt'), float(weight),
+                      None if classes is None else list(classes)))
     return specs

@@ -114,10 +114,20 @@ class TwoStageDistiller(TeacherStudentDistiller):
                                 f'(C+1)-class logits, {type(box).__name__} does not')
         n_s = self.student.roi_head.bbox_head.num_classes
         for role, teacher in self.teachers:
-            n_t = teacher.roi_head.bbox_head.num_classes
+            n_t = self.distilled_classes(role, teacher.roi_head.bbox_head.num_classes)
             if n_s != n_t:
                 raise ValueError(f'TwoStageDistiller: the student has {n_s} classes and the '
                                  f'{role} {n_t}; they must be the same')
+
+    def select_classes(self, output: Dict[str, Tensor], index: Tensor) -> Dict[str, Tensor]:
+        """The student's classes of RoI logits / views, background (last) kept; the
+        mask logits are already taken at the mapped label channels."""
+        out = dict(output)
+        for key in ('logits', 'views'):
+            if key in out:
+                background = index.new_tensor([out[key].shape[1] - 1])
+                out[key] = out[key].index_select(1, torch.cat([index, background]))
+        return out
 
     def loss_requirements(self, name: str) -> dict:
         """Mask losses: sigmoid maps of logits, no labels."""
@@ -179,8 +189,10 @@ class TwoStageDistiller(TeacherStudentDistiller):
                 out['views'] = roi_view_logits(self.view_extractors[roles[id(teacher)]],
                                                roi_t.bbox_head, x_t, s.rois)
             if 'mask' in kinds:
+                index = self.class_index(roles[id(teacher)])
+                labels = pos_labels if index is None else index[pos_labels]
                 out['mask'] = label_channel(roi_mask_forward(roi_t, x_t, pos_rois)['mask_preds'],
-                                            pos_labels, roi_t.mask_head)
+                                            labels, roi_t.mask_head)
             return out
 
         out_t = self.teacher_outputs(teacher_pass, inputs, data_samples)

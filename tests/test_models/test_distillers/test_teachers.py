@@ -158,7 +158,7 @@ def test_a_teacher_with_other_classes_or_a_bad_spec_is_refused():
     with pytest.raises(ValueError, match='student and teacher_1 must have the same classes: '
                                          'the student has 5, the teacher_1 7'):
         build('cls', teachers=[dict(model=classifier()), dict(model=classifier(7))])
-    with pytest.raises(ValueError, match='either teacher / teacher_ckpt or teachers'):
+    with pytest.raises(ValueError, match=r'either teacher / teacher_ckpt .* or teachers'):
         build('cls', teacher=classifier(), teachers=[dict(model=classifier())])
     with pytest.raises(ValueError, match=r'teachers\[0\].weight must be a positive'):
         build('cls', teachers=[dict(model=classifier(), weight=0.0)])
@@ -223,3 +223,108 @@ def test_two_bf16_teachers_train_a_step():
     assert set(log) == {'loss', 'loss_kd', 'loss_sdd'}
     assert all(torch.isfinite(v) for v in log.values())
     assert isinstance(model, TeacherStudentDistiller)
+
+
+# ------------------------------------------- a teacher trained on more classes
+NAMES = ['circle', 'square', 'triangle', 'star', 'cross', 'ring']  # the teacher's 6 classes
+SUBSET = ['star', 'circle', 'ring']  # the student's 3, in its own order
+INDEX = [3, 0, 5]
+
+
+def test_a_six_class_teacher_distils_a_three_class_classifier():
+    init_default_scope('mmpretrain')
+    torch.manual_seed(0)
+    model = ClsDistiller(classifier(3), classifier(6), student_classes=SUBSET,
+                         teacher_classes=NAMES,
+                         distill_losses=dict(kd=dict(type='KDLoss', temperature=2.0),
+                                             sdd=dict(type='SDDLoss', scales=(1, 2))))
+    inputs, samples = cls_batch()
+    for sample in samples:
+        sample.set_gt_label(int(sample.gt_label) % 3)
+    logits, cells = model.teacher_outputs(
+        lambda t, x: (classifier_forward(t, x)[1],
+                      model.distill_losses['sdd'].local_logits(
+                          classifier_forward(t, x)[0][-1], t.head.fc)), inputs)
+    with torch.no_grad():
+        own = classifier_forward(model.teacher, inputs)[1]
+    assert torch.equal(logits, own[:, INDEX])  # the teacher's own logits of those classes
+    assert cells.shape[1] == 3
+    losses = model.loss(inputs, samples)
+    logits_s = classifier_forward(model.student, inputs)[1]
+    torch.testing.assert_close(losses['loss_kd'], kd_loss(logits_s, own[:, INDEX], 2.0).mean())
+    assert torch.isfinite(losses['loss_sdd'])
+
+
+def test_a_six_class_teacher_distils_a_three_class_faster_rcnn():
+    init_default_scope('mmdet')
+    student = light_detector('mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py')
+    teacher = copy.deepcopy(student)
+    teacher.roi_head.bbox_head.num_classes = 6
+    torch.manual_seed(0)
+    model = MODELS.build(dict(type='mmkd.TwoStageDistiller', student=student, teacher=teacher,
+                              student_classes=SUBSET, teacher_classes=NAMES,
+                              distill_losses=dict(kd=dict(type='KDLoss', ignore_index=None),
+                                                  sdd=dict(type='SDDLoss',
+                                                           ignore_index=None)))).train()
+    inputs, samples = det_batch()
+    torch.manual_seed(3)
+    losses = model.loss(inputs, copy.deepcopy(samples))
+    assert all(torch.isfinite(v) for k, v in losses.items() if k.startswith('loss_') and
+               not isinstance(v, list))
+    # the teacher's RoI logits of the student's classes, background (6) kept last
+    torch.manual_seed(3)
+    s = model.student_pass(inputs, copy.deepcopy(samples))
+    from mmkd.utils.compat import roi_bbox_forward
+    with torch.no_grad():
+        own = roi_bbox_forward(model.teacher.roi_head, model.teacher.extract_feat(inputs),
+                               s.rois)['cls_score']
+    got = model.teacher_outputs(
+        lambda t, x: {'logits': roi_bbox_forward(t.roi_head, t.extract_feat(x),
+                                                 s.rois)['cls_score']}, inputs)['logits']
+    assert got.shape == (len(s.rois), 4) and torch.equal(got, own[:, INDEX + [6]])
+    torch.testing.assert_close(losses['loss_kd'], kd_loss(s.cls_score, got, 4.0).mean())
+
+
+def test_class_names_not_found_are_listed_and_names_come_from_checkpoint_or_config(tmp_path):
+    init_default_scope('mmpretrain')
+    with pytest.raises(ValueError, match=r"student classes \['hexagon'\] are not among the 6 "
+                                         'classes of teacher'):
+        ClsDistiller(classifier(2), classifier(6), student_classes=['star', 'hexagon'],
+                     teacher_classes=NAMES)
+    with pytest.raises(ValueError, match='class names of teacher are unknown'):
+        ClsDistiller(classifier(3), classifier(6), student_classes=SUBSET)
+    with pytest.raises(ValueError, match='teacher predicts 6 classes but 5 class names'):
+        ClsDistiller(classifier(3), classifier(6), student_classes=['star', 'ring', 'square'],
+                     teacher_classes=NAMES[1:])
+    # from the checkpoint's meta (MMEngine runners write dataset_meta)
+    teacher = MODELS.build(classifier(6))
+    path = str(tmp_path / 'teacher.pth')
+    torch.save(dict(state_dict=teacher.state_dict(), meta=dict(dataset_meta=dict(
+        classes=tuple(NAMES)))), path)
+    model = ClsDistiller(classifier(3), classifier(6), teacher_ckpt=path, student_classes=SUBSET)
+    assert model.class_index('teacher').tolist() == INDEX
+    # from a config's dataset: COCO's 80 classes
+    from mmdet.datasets import CocoDataset
+
+    from mmkd.models.distillers.teacher_student import config_class_names
+    names = config_class_names('mmdet::faster_rcnn/faster-rcnn_r101_fpn_1x_coco.py')
+    assert names == list(CocoDataset.METAINFO['classes'])
+
+
+def test_two_bf16_teachers_with_a_class_mapping_train_a_step():
+    from mmengine.optim import OptimWrapper
+    init_default_scope('mmpretrain')
+    torch.manual_seed(0)
+    model = ClsDistiller(classifier(3), teacher_dtype='bf16', student_classes=SUBSET,
+                         teachers=[dict(model=classifier(6), classes=NAMES, weight=2.0),
+                                   dict(model=classifier(6, width=16), classes=NAMES[::-1])],
+                         distill_losses=dict(kd=dict(type='KDLoss'),
+                                             dkd=dict(type='DKDLoss'))).train()
+    assert model.class_index('teacher_1').tolist() == [5 - i for i in INDEX]
+    optim = OptimWrapper(torch.optim.SGD(model.student.parameters(), lr=0.1))
+    inputs, samples = cls_batch()
+    for sample in samples:
+        sample.set_gt_label(int(sample.gt_label) % 3)
+    log = model.train_step(dict(inputs=inputs, data_samples=samples), optim)
+    assert set(log) == {'loss', 'loss_kd', 'loss_dkd'}
+    assert all(torch.isfinite(v) for v in log.values())
