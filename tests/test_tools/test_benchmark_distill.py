@@ -61,7 +61,7 @@ def test_benchmark_json(config, size, teacher, tmp_path):
     assert json.loads(log[log.index('{'):log.rindex('}') + 1]) == result
     assert result['config'] == config and result['size'] == size and result['threads'] == 1
     s, t, d = result['student_step_s'], result['teacher_forward_s'], result['distill_step_s']
-    assert s > 0 and d > 0 and (t > 0) == teacher
+    assert s > 0 and d > 0 and (t > 0) == teacher and result['num_teachers'] == int(teacher)
     # The times are rounded to 1e-4 s in the JSON, the ratio (from unrounded
     # times) to 1e-3: recomputing it from the rounded times can differ by 1e-3.
     assert abs(result['ratio'] - d / (s + t)) <= 1.5e-3

@@ -13,7 +13,8 @@ optimizer:
   student's RoIs). It is measured in extra distillation steps with forward
   hooks on every teacher module that time the outermost module calls (glue
   code between the modules, e.g. the concatenation of the FPN levels, is not
-  counted); 0 for self-distillation (no teacher);
+  counted); summed over the teachers with ``teachers=[...]`` (``num_teachers``);
+  0 for self-distillation (no teacher);
 * ``ratio = distill_step_s / (student_step_s + teacher_forward_s)``: 1.0 means
   that distillation costs exactly a student step plus a teacher forward;
 * peak memory of the training steps.
@@ -245,19 +246,19 @@ def worker(args) -> dict:
     student = copy.deepcopy(model.student)
     student_optim = build_optim_wrapper(student, copy.deepcopy(optim_cfg))
     step(student, student_optim, 0)  # warm-up
-    teacher = getattr(model, 'teacher', None)
+    # every teacher (teachers=[...]): one timer each, summed; its outermost calls counted
+    teachers = [m for _, m in getattr(model, 'teachers', [])]
     times = dict(student=[], distill=[], teacher=[])
     for i in range(args.iters):
         seed = args.warmup + i
         times['student'].append(step(student, student_optim, seed))
         times['distill'].append(step(model, optim, seed))
-        if isinstance(teacher, torch.nn.Module):
-            timer = TeacherTimer(teacher, args.device)
-            step(model, optim, seed)
+        timers = [TeacherTimer(t, args.device) for t in teachers]
+        step(model, optim, seed)
+        for timer in timers:
             timer.remove()
-            times['teacher'].append(timer.total)
-        else:
-            times['teacher'].append(0.0)
+        times['teacher'].append(sum(timer.total for timer in timers))
+    result['num_teachers'] = len(teachers)
     for key, values in times.items():
         result[f'{key}_s'] = statistics.median(values)
         result[f'{key}_min_s'] = min(values)
@@ -295,7 +296,7 @@ def main(argv=None):
         threads=args.threads or torch.get_num_threads(),
         size=size,
         batch_size=None if args.real_data else args.batch_size,
-        iters=args.iters, warmup=args.warmup,
+        iters=args.iters, warmup=args.warmup, num_teachers=distill['num_teachers'],
         student_step_s=round(s, 4), teacher_forward_s=round(t, 4), distill_step_s=round(d, 4),
         ratio=round(d / (s + t), 3), distill_overhead_s=round(d - s - t, 4),
         student_step_min_s=round(s_min, 4), teacher_forward_min_s=round(t_min, 4),
