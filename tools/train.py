@@ -27,6 +27,7 @@ import mmkd  # noqa: E402,F401  (creates the mmkd registries)
 from mmkd.utils import (  # noqa: E402
     TRUST_ENV,
     TRUST_FLAG,
+    check_training_set,
     default_work_dir,
     enable_trust,
     register_checkpoint_loader,
@@ -102,6 +103,7 @@ def main():
 
     setup_cpu_distributed(cfg, args.launcher)  # torchrun without GPUs: gloo, CPU DDP
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    check_training_set(cfg.get('train_dataloader'))  # an empty set: a clear error, now
     runner.train()
 
 
