@@ -328,3 +328,23 @@ def test_two_bf16_teachers_with_a_class_mapping_train_a_step():
     log = model.train_step(dict(inputs=inputs, data_samples=samples), optim)
     assert set(log) == {'loss', 'loss_kd', 'loss_dkd'}
     assert all(torch.isfinite(v) for v in log.values())
+
+
+def test_amp_training_with_a_bf16_teacher():
+    """``--amp`` (MMEngine's AmpOptimWrapper) around a distiller step. The wrapper refuses
+    to be built without CUDA, so its device check is bypassed here; everything it runs
+    (autocast on the batch's device, in bf16; its loss scaler) is the real thing."""
+    from unittest import mock
+
+    from mmengine.optim import AmpOptimWrapper
+    model = build('cls', teacher_dtype='bf16').train()
+    with mock.patch('mmengine.optim.optimizer.amp_optimizer_wrapper.is_cuda_available',
+                    return_value=True):
+        optim = AmpOptimWrapper(optimizer=torch.optim.SGD(model.student.parameters(), lr=0.1),
+                                dtype='bfloat16', loss_scale='dynamic')
+    inputs, samples = cls_batch()
+    before = [p.clone() for p in model.student.parameters()]
+    log = model.train_step(dict(inputs=inputs, data_samples=samples), optim)
+    assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in log.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.student.parameters()))
+    assert all(p.grad is None for _, t in model.teachers for p in t.parameters())
