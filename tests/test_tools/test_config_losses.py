@@ -42,6 +42,8 @@ import numpy as np
 import pytest
 import torch
 
+from mmkd.recipes import no_pretrained
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 GOLDEN = osp.join(ROOT, 'tests', 'data', 'config_losses.json')
 CONFIGS = sorted(
@@ -132,22 +134,6 @@ def task_of(path):
 
 
 # ------------------------------------------------------------------- models
-def no_pretrained(cfg):
-    """Drops ``Pretrained`` ``init_cfg`` and string ``pretrained=`` (recursively, in place)."""
-    if isinstance(cfg, dict):
-        init = cfg.get('init_cfg')
-        if isinstance(init, dict) and init.get('type') == 'Pretrained':
-            cfg['init_cfg'] = None
-        if isinstance(cfg.get('pretrained'), str):
-            cfg['pretrained'] = None
-        for v in cfg.values():
-            no_pretrained(v)
-    elif isinstance(cfg, (list, tuple)):
-        for v in cfg:
-            no_pretrained(v)
-    return cfg
-
-
 def model_cfg(cfg, task):
     """The config's ``model`` as the Runner builds it, on the small settings."""
     model = copy.deepcopy(cfg.model)

@@ -170,11 +170,10 @@ def test_coco_model_zoo_teacher_distils_a_student_on_our_three_classes():
     Built as the config says (the teacher's 80 names from its config's CocoDataset; no
     download: teacher_ckpt None), then one training step on a generated batch."""
     from mmdet.datasets import CocoDataset
-    from mmdet.structures import DetDataSample
     from mmengine.registry import init_default_scope
-    from mmengine.structures import InstanceData
 
     from mmkd.registry import MODELS
+    from mmkd.testing.batches import det_batch
     cfg = Config.fromfile(osp.join(PROJECT, 'configs', 'kd_faster-rcnn_coco80_r50_ours3.py'))
     assert cfg.train_dataloader.dataset.metainfo.classes == ('person', 'bicycle', 'car')
     model_cfg = cfg.model
@@ -187,13 +186,6 @@ def test_coco_model_zoo_teacher_distils_a_student_on_our_three_classes():
     assert model.teacher.roi_head.bbox_head.num_classes == 80
     assert model.class_index('teacher').tolist() == [coco.index(c) for c in
                                                      ('person', 'bicycle', 'car')]
-    samples = []
-    for i in range(2):
-        sample = DetDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64),
-                                             pad_shape=(64, 64), batch_input_shape=(64, 64),
-                                             scale_factor=(1.0, 1.0)))
-        sample.gt_instances = InstanceData(bboxes=torch.tensor([[8., 8., 40., 44.]]),
-                                           labels=torch.tensor([i]))
-        samples.append(sample)
-    losses = model.loss(torch.randn(2, 3, 64, 64), samples)
+    inputs, samples = det_batch()
+    losses = model.loss(inputs, samples)
     assert torch.isfinite(losses['loss_kd']) and losses['loss_kd'] > 0

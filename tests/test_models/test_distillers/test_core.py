@@ -26,6 +26,7 @@ from mmkd.models.distillers import (
 )
 from mmkd.models.losses import BaseDistillLoss, KDLoss, kd_loss
 from mmkd.registry import MODELS
+from mmkd.testing.batches import det_batch
 
 DISTILLERS = [ClsDistiller, LightSKD, TwoStageDistiller, DenseHeadDistiller, SegDistiller]
 C = 7  # classes of the generated inputs (ReKD's default k=5 needs at least 5)
@@ -183,20 +184,6 @@ def retina_pair():
     student.backbone.update(depth=18, init_cfg=None)
     student.neck.in_channels = [64, 128, 256, 512]
     return dict(type='mmkd.DenseHeadDistiller', student=student, teacher=copy.deepcopy(student))
-
-
-def det_batch():
-    from mmdet.structures import DetDataSample
-    from mmengine.structures import InstanceData
-    samples = []
-    for i in range(2):
-        sample = DetDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64),
-                                             pad_shape=(64, 64), batch_input_shape=(64, 64),
-                                             scale_factor=(1.0, 1.0)))
-        sample.gt_instances = InstanceData(bboxes=torch.tensor([[8., 8., 40., 44.]]),
-                                           labels=torch.tensor([i]))
-        samples.append(sample)
-    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)), samples
 
 
 def test_new_sigmoid_capable_loss_is_accepted_by_the_dense_distiller(retina_pair):

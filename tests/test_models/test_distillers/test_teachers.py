@@ -12,6 +12,7 @@ from mmkd.models.distillers.cls_distiller import classifier_forward
 from mmkd.models.distillers.teacher_student import weighted_mean
 from mmkd.models.losses import kd_loss
 from mmkd.registry import MODELS
+from mmkd.testing.batches import det_batch
 
 C = 5
 
@@ -32,21 +33,6 @@ def cls_batch(n=4):
     g = torch.Generator().manual_seed(1)
     return torch.randn(n, 3, 32, 32, generator=g), [DataSample().set_gt_label(i % C)
                                                     for i in range(n)]
-
-
-def det_batch():
-    from mmdet.structures import DetDataSample
-    from mmengine.structures import InstanceData
-    samples = []
-    for i in range(2):
-        sample = DetDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64),
-                                             pad_shape=(64, 64), batch_input_shape=(64, 64),
-                                             scale_factor=(1.0, 1.0)))
-        sample.gt_instances = InstanceData(bboxes=torch.tensor([[8., 8., 40., 44.],
-                                                                [20., 4., 60., 30.]]),
-                                           labels=torch.tensor([i, 2]))
-        samples.append(sample)
-    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)), samples
 
 
 def seg_batch():
