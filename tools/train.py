@@ -25,8 +25,7 @@ from mmengine.runner import Runner
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import mmkd  # noqa: E402,F401  (creates the mmkd registries)
 from mmkd.utils import (  # noqa: E402
-    TRUST_ENV,
-    TRUST_FLAG,
+    add_trust_argument,
     check_training_set,
     default_work_dir,
     enable_trust,
@@ -52,11 +51,7 @@ def parse_args():
         help='override settings of the config, as key=value pairs (key="[a,b]" for lists)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
-    parser.add_argument(
-        TRUST_FLAG, action='store_true',
-        help=f'load checkpoints that hold types outside mmkd\'s allowlist with '
-        f'weights_only=False (as {TRUST_ENV}=1): only for files you trust, unpickling '
-        'them can run code')
+    add_trust_argument(parser)
     # torch.distributed.launch / torchrun pass --local-rank (or --local_rank).
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()

@@ -196,6 +196,15 @@ def enable_trust(enabled: bool = True) -> None:
         os.environ[TRUST_ENV] = '1'
 
 
+def add_trust_argument(parser: Any) -> None:
+    """Adds the tools' ``--trust-checkpoint`` flag to an ``argparse`` parser."""
+    parser.add_argument(
+        TRUST_FLAG, action='store_true',
+        help=f'load checkpoints that hold types outside mmkd\'s allowlist with '
+        f'weights_only=False (as {TRUST_ENV}=1): only for files you trust, unpickling '
+        'them can run code')
+
+
 #: The parts of torch's weights-only errors that name a refused global or type.
 _REFUSED_PATTERNS = (
     re.compile(r'Unsupported global: GLOBAL (\S+)'),
@@ -408,9 +417,7 @@ def load_checkpoint_file(filename: str, map_location: MapLocation = 'cpu',
     ``http(s)://``, ``torchvision://``, ``open-mmlab://`` and ``mmcls://`` are
     downloaded into the cache; anything else is a local path.
     """
-    if filename.startswith(('http://', 'https://')):
-        return load_from_http(filename, map_location=map_location, what=what)
-    for prefixes, loader in _SCHEMES[1:]:
+    for prefixes, loader in _SCHEMES:
         if filename.startswith(prefixes):
             return loader(filename, map_location, what=what)
     return load_from_local_file(filename, map_location=map_location, what=what)

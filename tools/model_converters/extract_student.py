@@ -18,7 +18,7 @@ import sys
 import torch
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
-from mmkd.utils import TRUST_ENV, TRUST_FLAG, enable_trust, load_checkpoint_file  # noqa: E402
+from mmkd.utils import add_trust_argument, enable_trust, load_checkpoint_file  # noqa: E402
 
 
 def extract_student(ckpt: dict) -> dict:
@@ -40,11 +40,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
     parser.add_argument('src', help='distillation checkpoint written by tools/train.py')
     parser.add_argument('dst', help='output path of the student checkpoint')
-    parser.add_argument(
-        TRUST_FLAG, action='store_true',
-        help=f'load a source that holds types outside mmkd\'s allowlist with '
-        f'weights_only=False (as {TRUST_ENV}=1): only for files you trust, unpickling '
-        'them can run code')
+    add_trust_argument(parser)
     args = parser.parse_args()
     enable_trust(args.trust_checkpoint)
     out = extract_student(load_checkpoint_file(args.src, map_location='cpu'))
