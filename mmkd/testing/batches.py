@@ -1,5 +1,5 @@
-"""Small generated batches for the tests (already preprocessed: no data pipeline)."""
-from typing import List, Tuple
+"""Small generated batches and tiny model configs for the tests (no data pipeline)."""
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -22,3 +22,20 @@ def det_batch(size: int = 64, seed: int = 0) -> Tuple[Tensor, List]:
         samples.append(sample)
     inputs = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
     return inputs, samples
+
+
+def tiny_classifier(num_classes: int = 10, depth: int = 18, width: int = 8,
+                    head: Optional[dict] = None, preprocessor: Optional[dict] = None) -> dict:
+    """A narrow mmpretrain CIFAR ResNet ``ImageClassifier`` config (``width`` base channels
+    instead of 64). ``preprocessor`` updates its ``ClsDataPreprocessor`` (mean 128, std 64)."""
+    expansion = 4 if depth >= 50 else 1
+    pre = dict(type='ClsDataPreprocessor', mean=[128.] * 3, std=[64.] * 3)
+    pre.update(preprocessor or {})
+    return dict(
+        type='ImageClassifier', _scope_='mmpretrain',
+        backbone=dict(type='ResNet_CIFAR', depth=depth, stem_channels=width,
+                      base_channels=width, out_indices=(3, )),
+        neck=dict(type='GlobalAveragePooling'),
+        head=head or dict(type='LinearClsHead', num_classes=num_classes,
+                          in_channels=width * 8 * expansion),
+        data_preprocessor=pre)

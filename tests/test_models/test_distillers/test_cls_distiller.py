@@ -11,6 +11,7 @@ from mmkd.models.distillers import ClsDistiller
 from mmkd.models.distillers.cls_distiller import classifier_forward
 from mmkd.models.losses import DKDLoss, KDLoss, SDDLoss
 from mmkd.registry import MODELS
+from mmkd.testing.batches import tiny_classifier
 
 IMAGENET = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
 CIFAR = dict(mean=[129.304, 124.070, 112.434], std=[68.170, 65.392, 70.418], to_rgb=False)
@@ -23,15 +24,7 @@ def _scope():
 
 def classifier(depth=18, num_classes=10, width=8, norm=IMAGENET, head=None):
     """A narrow CIFAR ResNet (width 8 instead of 64), built in the mmpretrain scope."""
-    expansion = 4 if depth >= 50 else 1
-    return dict(
-        type='ImageClassifier', _scope_='mmpretrain',
-        backbone=dict(type='ResNet_CIFAR', depth=depth, stem_channels=width,
-                      base_channels=width, out_indices=(3, )),
-        neck=dict(type='GlobalAveragePooling'),
-        head=head or dict(type='LinearClsHead', num_classes=num_classes,
-                          in_channels=width * 8 * expansion),
-        data_preprocessor=dict(type='ClsDataPreprocessor', **norm))
+    return tiny_classifier(num_classes, depth, width, head, preprocessor=norm)
 
 
 def distiller(losses, teacher=None, student=None, **kwargs):

@@ -26,7 +26,7 @@ from mmkd.models.distillers import (
 )
 from mmkd.models.losses import BaseDistillLoss, KDLoss, kd_loss
 from mmkd.registry import MODELS
-from mmkd.testing.batches import det_batch
+from mmkd.testing.batches import det_batch, tiny_classifier
 
 DISTILLERS = [ClsDistiller, LightSKD, TwoStageDistiller, DenseHeadDistiller, SegDistiller]
 C = 7  # classes of the generated inputs (ReKD's default k=5 needs at least 5)
@@ -344,23 +344,17 @@ def test_kd_is_what_the_tiny_distiller_computes():
     assert isinstance(model.distill_losses['kd'], KDLoss)
 
 
-def tiny_classifier(num_classes=4, mean=(128., 128., 128.), to_rgb=False):
-    return dict(type='ImageClassifier', _scope_='mmpretrain',
-                backbone=dict(type='ResNet_CIFAR', depth=18, stem_channels=8, base_channels=8,
-                              out_indices=(3, )),
-                neck=dict(type='GlobalAveragePooling'),
-                head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=64),
-                data_preprocessor=dict(type='ClsDataPreprocessor', mean=list(mean),
-                                       std=[64.] * 3, to_rgb=to_rgb))
+def classifier(num_classes=4, mean=(128., 128., 128.), to_rgb=False):
+    return tiny_classifier(num_classes, preprocessor=dict(mean=list(mean), to_rgb=to_rgb))
 
 
 def test_rekd_k_beyond_the_classes_is_refused_at_build_time():
     init_default_scope('mmpretrain')
     with pytest.raises(ValueError, match=r'ClsDistiller: distill_losses.rekd: ReKDLoss: k=5 '
                                          'exceeds the 4 classes'):
-        ClsDistiller(tiny_classifier(), tiny_classifier(), distill_losses=dict(
+        ClsDistiller(classifier(), classifier(), distill_losses=dict(
             rekd=dict(type='ReKDLoss', k=5)))
-    ClsDistiller(tiny_classifier(), tiny_classifier(), distill_losses=dict(
+    ClsDistiller(classifier(), classifier(), distill_losses=dict(
         rekd=dict(type='ReKDLoss', k=4)))
 
 
@@ -368,7 +362,7 @@ def test_a_distiller_moved_to_float64_trains_with_a_differently_normalised_teach
     init_default_scope('mmpretrain')
     from mmpretrain.structures import DataSample
     torch.manual_seed(0)
-    model = ClsDistiller(tiny_classifier(), tiny_classifier(mean=(100., 110., 120.), to_rgb=True),
+    model = ClsDistiller(classifier(), classifier(mean=(100., 110., 120.), to_rgb=True),
                          distill_losses=dict(kd=dict(type='KDLoss')))
     assert model.renormalise is not None and model.renormalise.flip
     model = model.double().train()

@@ -20,6 +20,7 @@ import mmkd.models  # noqa: F401  (fills the registry)
 from mmkd.models.distillers import ClsDistiller, LightSKD
 from mmkd.models.distillers.cls_distiller import classifier_forward
 from mmkd.registry import MODELS
+from mmkd.testing.batches import tiny_classifier
 
 NUM_CLASSES = 10
 MIXUP = dict(augments=dict(type='Mixup', alpha=1.0))
@@ -33,16 +34,8 @@ def _scope():
 
 def classifier(depth=18, width=8, batch_augments=MIXUP):
     """A narrow CIFAR ResNet whose data preprocessor mixes the batch (num_classes set)."""
-    expansion = 4 if depth >= 50 else 1
-    return dict(
-        type='ImageClassifier', _scope_='mmpretrain',
-        backbone=dict(type='ResNet_CIFAR', depth=depth, stem_channels=width,
-                      base_channels=width, out_indices=(3, )),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=NUM_CLASSES,
-                  in_channels=width * 8 * expansion),
-        data_preprocessor=dict(type='ClsDataPreprocessor', mean=[128.] * 3, std=[64.] * 3,
-                               num_classes=NUM_CLASSES, batch_augments=batch_augments))
+    return tiny_classifier(NUM_CLASSES, depth, width, preprocessor=dict(
+        num_classes=NUM_CLASSES, batch_augments=batch_augments))
 
 
 def distiller(losses, batch_augments=MIXUP):

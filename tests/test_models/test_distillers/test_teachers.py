@@ -12,20 +12,13 @@ from mmkd.models.distillers.cls_distiller import classifier_forward
 from mmkd.models.distillers.teacher_student import weighted_mean
 from mmkd.models.losses import kd_loss
 from mmkd.registry import MODELS
-from mmkd.testing.batches import det_batch
+from mmkd.testing.batches import det_batch, tiny_classifier
 
 C = 5
 
 
 def classifier(num_classes=C, width=8, mean=128.):
-    return dict(type='ImageClassifier', _scope_='mmpretrain',
-                backbone=dict(type='ResNet_CIFAR', depth=18, stem_channels=width,
-                              base_channels=width, out_indices=(3, )),
-                neck=dict(type='GlobalAveragePooling'),
-                head=dict(type='LinearClsHead', num_classes=num_classes,
-                          in_channels=8 * width),
-                data_preprocessor=dict(type='ClsDataPreprocessor', mean=[mean] * 3,
-                                       std=[64.] * 3))
+    return tiny_classifier(num_classes, width=width, preprocessor=dict(mean=[mean] * 3))
 
 
 def cls_batch(n=4):
