@@ -62,10 +62,17 @@ def free_port() -> str:
 
 def run_dist(script: str, args, timeout: int = 300) -> str:
     """``bash tools/<script> ...`` from the repo root on a free port; returns the output."""
-    env = dict(os.environ, PORT=free_port(), PYTHON=sys.executable, PYTHONUNBUFFERED='1', **CPU)
-    proc = subprocess.run(['bash', osp.join('tools', script)] + list(args), cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
-    out = proc.stdout + proc.stderr
+    for _ in range(2):
+        env = dict(os.environ, PORT=free_port(), PYTHON=sys.executable, PYTHONUNBUFFERED='1',
+                   **CPU)
+        proc = subprocess.run(['bash', osp.join('tools', script)] + list(args), cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=timeout)
+        out = proc.stdout + proc.stderr
+        # One retry, for one known transient only: a CPU (gloo) rank aborting in C++ with
+        # "terminate called without an active exception" (seen once in 5 CI dry runs, the
+        # same command passing on rerun). Any other failure fails at once.
+        if proc.returncode == 0 or 'terminate called without an active exception' not in out:
+            break
     assert proc.returncode == 0, f'{script} failed ({proc.returncode}):\n{out[-6000:]}'
     return out
 
