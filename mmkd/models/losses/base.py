@@ -15,7 +15,8 @@ from .precision import fp32_compute, prepare_logits
 from .reduction import reduce_rows, valid_rows
 
 #: The input kinds a loss may declare in :attr:`DistillLossInfo.inputs`.
-INPUT_KINDS: Tuple[str, ...] = ('logits', 'logit_maps', 'features', 'views', 'student_logits')
+INPUT_KINDS: Tuple[str, ...] = ('logits', 'logit_maps', 'features', 'views', 'student_logits',
+                                'box_distributions')
 
 
 class DistillLossInfo:
@@ -41,6 +42,8 @@ class DistillLossInfo:
     #:   'views'           loss_on_views(logits_S, logits_T, target): (N, C, V) per-view logits,
     #:                     view 0 the global one (SDD on the RoIs of a detector)
     #:   'student_logits'  forward(preds): the student's logits alone (DSR)
+    #:   'box_distributions'  the 'logits' signature, on rows (N, n+1) of one box side's
+    #:                     distribution logits over the integral bins 0..n (LD on GFL-style heads)
     inputs: Tuple[str, ...] = ('logits', )
     #: Whether forward refuses to run without ``target``.
     requires_target: bool = False

@@ -45,7 +45,7 @@ def build(name, **kwargs):
 
 def test_the_registry_holds_every_loss():
     assert {'KDLoss', 'DISTLoss', 'DKDLoss', 'ReKDLoss', 'RLDLoss', 'SDDLoss', 'DRGLoss',
-            'DSRLoss', 'ChannelWiseDivergence'} <= set(registered_losses())
+            'DSRLoss', 'ChannelWiseDivergence', 'LDLoss'} <= set(registered_losses())
 
 
 # ------------------------------------------------------- capability decisions
@@ -53,20 +53,22 @@ def test_the_registry_holds_every_loss():
 EXPECTED = {
     ClsDistiller: dict(KDLoss='logits', DISTLoss='logits', DKDLoss='logits', ReKDLoss='logits',
                        RLDLoss='logits', SDDLoss='features', DRGLoss='logits', DSRLoss=None,
-                       ChannelWiseDivergence=None),
+                       ChannelWiseDivergence=None, LDLoss=None),
     LightSKD: dict(KDLoss='logits', DISTLoss='logits', DKDLoss='logits', ReKDLoss='logits',
                    RLDLoss='logits', SDDLoss=None, DRGLoss='logits', DSRLoss='student_logits',
-                   ChannelWiseDivergence=None),
+                   ChannelWiseDivergence=None, LDLoss=None),
     TwoStageDistiller: dict(KDLoss='logits', DISTLoss='logits', DKDLoss='logits',
                             ReKDLoss='logits', RLDLoss='logits', SDDLoss='views',
-                            DRGLoss='logits', DSRLoss=None, ChannelWiseDivergence=None),
-    # sigmoid classes: nothing at its defaults (use_sigmoid=False), see the next test
+                            DRGLoss='logits', DSRLoss=None, ChannelWiseDivergence=None,
+                            LDLoss=None),
+    # sigmoid classes: nothing at its defaults (use_sigmoid=False), see the next test; LD
+    # only per instance, on heads with box-side distributions (test_dense_heads.py)
     DenseHeadDistiller: dict(KDLoss=None, DISTLoss=None, DKDLoss=None, ReKDLoss=None,
                              RLDLoss=None, SDDLoss=None, DRGLoss=None, DSRLoss=None,
-                             ChannelWiseDivergence=None),
+                             ChannelWiseDivergence=None, LDLoss=None),
     SegDistiller: dict(KDLoss='logits', DISTLoss='logits', DKDLoss='logits', ReKDLoss='logits',
                        RLDLoss='logits', SDDLoss=None, DRGLoss='logits', DSRLoss=None,
-                       ChannelWiseDivergence='logit_maps'),
+                       ChannelWiseDivergence='logit_maps', LDLoss=None),
 }
 
 
@@ -80,7 +82,8 @@ def decision(distiller, loss):
 
 @pytest.mark.parametrize('distiller', DISTILLERS, ids=lambda d: d.__name__)
 @pytest.mark.parametrize('name', ['KDLoss', 'DISTLoss', 'DKDLoss', 'ReKDLoss', 'RLDLoss',
-                                  'SDDLoss', 'DRGLoss', 'DSRLoss', 'ChannelWiseDivergence'])
+                                  'SDDLoss', 'DRGLoss', 'DSRLoss', 'ChannelWiseDivergence',
+                                  'LDLoss'])
 def test_decisions_of_the_known_losses(distiller, name):
     assert decision(distiller, build(name)) == EXPECTED[distiller][name]
 

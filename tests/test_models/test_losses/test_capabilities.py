@@ -41,6 +41,10 @@ SIGMOID_LOSSES = [name for name in LOSSES if MODELS.module_dict[name].sigmoid_ca
 VARIANTS = [(name, False) for name in LOSSES] + [(name, True) for name in SIGMOID_LOSSES]
 
 
+#: Kinds called with the 'logits' signature.
+SAME_SIGNATURE = {'logits', 'logit_maps', 'box_distributions'}
+
+
 def variant_id(v):
     return f'{v[0]}-sigmoid' if v[1] else v[0]
 
@@ -61,6 +65,10 @@ def kind_inputs(kind, dense=False, seed=0):
     first; for ``'student_logits'`` the current batch and the previous one.
     """
     g = torch.Generator().manual_seed(seed)
+    if kind == 'box_distributions':  # rows of one box side's logits over 17 integral bins
+        # (the labels only mask rows: any class)
+        return [randn(g, 8, 17, grad=True), randn(g, 8, 17)], torch.randint(0, C, (8, ),
+                                                                            generator=g)
     if kind in ('logits', 'logit_maps'):
         shape = (2, C, 3, 5) if dense or kind == 'logit_maps' else (4, C)
         target = torch.randint(0, C, (shape[0], ) + shape[2:], generator=g)
@@ -79,7 +87,7 @@ def kind_inputs(kind, dense=False, seed=0):
 
 def call(loss, kind, inputs, target=None, **kwargs):
     """Calls ``loss`` with the signature of ``kind``; ``target=None`` leaves it out."""
-    if kind in ('logits', 'logit_maps'):
+    if kind in ('logits', 'logit_maps', 'box_distributions'):
         return loss(inputs[0], inputs[1], target, **kwargs)
     if kind == 'features':
         feats_S, feats_T, cls_S, cls_T = inputs
@@ -140,8 +148,10 @@ def check_inputs(cls, sigmoid=False):
         if kind in cls.inputs:
             for _, dense in [x for x in kinds_and_shapes(cls) if x[0] == kind]:
                 assert_runs(make(cls, sigmoid), kind, dense)
-        elif kind == 'logit_maps':
-            continue  # (N, C, H, W) also runs as 'logits': see check_normalisation_axis
+        elif kind in SAME_SIGNATURE and set(cls.inputs) & SAME_SIGNATURE:
+            # (N, C, H, W) maps and (N, n+1) box-side rows are called like 'logits': the
+            # distiller, not the call, tells them apart (see check_normalisation_axis).
+            continue
         else:
             with pytest.raises(REFUSED):
                 run(make(cls, sigmoid), kind)
@@ -246,7 +256,7 @@ CHECKS = [check_inputs, check_normalisation_axis, check_requires_target, check_s
 # ------------------------------------------------------------------------ tests
 def test_the_registry_holds_every_loss():
     assert {'KDLoss', 'DISTLoss', 'DKDLoss', 'ReKDLoss', 'RLDLoss', 'SDDLoss', 'DRGLoss',
-            'DSRLoss', 'ChannelWiseDivergence'} <= set(LOSSES)
+            'DSRLoss', 'ChannelWiseDivergence', 'LDLoss'} <= set(LOSSES)
     assert 'DRGHead' not in LOSSES  # a head, not a loss
 
 
@@ -268,6 +278,7 @@ EXPECTED = dict(
     DRGLoss=(('logits', ), False, False, True),
     DSRLoss=(('student_logits', ), False, False, True),
     ChannelWiseDivergence=(('logit_maps', ), False, False, False),
+    LDLoss=(('box_distributions', ), False, False, True),
 )
 
 
@@ -347,4 +358,5 @@ def test_inputs_must_be_a_non_empty_tuple(inputs):
 def test_every_known_kind_may_be_declared():
     cls = type('AllKinds', (DistillLossInfo, ), dict(inputs=INPUT_KINDS))
     assert cls.inputs == INPUT_KINDS
-    assert INPUT_KINDS == ('logits', 'logit_maps', 'features', 'views', 'student_logits')
+    assert INPUT_KINDS == ('logits', 'logit_maps', 'features', 'views', 'student_logits',
+                           'box_distributions')
