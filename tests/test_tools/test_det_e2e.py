@@ -1,12 +1,15 @@
 """tools/ end to end on the detection distillation configs and generated COCO data.
 
-For a Faster R-CNN (ReKD), a Mask R-CNN (KD, with mask distillation switched on)
-and a RetinaNet (DIST) config: a teacher of the config's own teacher
-architecture (R101, 6 classes) is trained for two iterations here and saved;
-``tools/train.py`` distils with it (strict teacher loading) for one epoch of 4
-iterations; ``tools/test.py`` evaluates with the COCO bbox (and segm) metrics;
-the student extracted by ``extract_student.py`` is tested by mmdet's own
-``tools/test.py`` with the plain student config and gives the same metrics.
+For a Faster R-CNN (ReKD), a Mask R-CNN (KD, with mask distillation switched on),
+a RetinaNet (DIST), an RTMDet (KD, RTMDet-l -> tiny) and a GFL (LD, R101 -> R18)
+config: a teacher of the config's own teacher architecture (6 classes) is
+trained for two iterations here and saved; ``tools/train.py`` distils with it
+(strict teacher loading) for one epoch of 4 iterations (RTMDet: two epochs, with
+its student-only EMA, the pipeline switch and the distillation stop moved to
+epoch 2); ``tools/test.py`` evaluates with the COCO bbox (and segm) metrics;
+the student extracted by ``extract_student.py`` (RTMDet: its EMA weights) is
+tested by mmdet's own ``tools/test.py`` with the plain student config and gives
+the same metrics and predictions.
 
 Sizes are overridden for 2 shared CPU cores: 64 x 64 inputs, 8 training and 4
 validation images, 64 sampled RoIs per image from 100 proposals, one thread.
@@ -39,7 +42,21 @@ CASES = {
         ('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', 'loss_mask_kd', ['bbox', 'segm']),
     'configs/dist/retinanet_r101_r50_coco.py':
         ('mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', 'loss_dist', ['bbox']),
+    'configs/kd/rtmdet_l_tiny_coco.py':
+        ('mmdet::rtmdet/rtmdet_tiny_8xb32-300e_coco.py', 'loss_kd', ['bbox']),
+    'configs/ld/gfl_r101_r18_coco.py':
+        ('mmdet::gfl/gfl_r50_fpn_1x_coco.py', 'loss_ld', ['bbox']),
 }
+#: RTMDet's hooks as the shipped config sets them, moved to epoch 2 of 2 (the simple
+#: pipeline of the generated data at another scale as its stage-2 pipeline).
+RTMDET_HOOKS = [
+    dict(type='mmkd.StudentEMAHook', ema_type='ExpMomentumEMA', momentum=0.2,
+         update_buffers=True, priority=49),
+    dict(type='PipelineSwitchHook', switch_epoch=1, switch_pipeline=[
+        dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True),
+        dict(type='Resize', scale=(96, 96), keep_ratio=True), dict(type='PackDetInputs')]),
+    dict(type='mmkd.DistillLossScheduleHook', stop=2),
+]
 
 
 def _metrics(log: str, kinds) -> dict:
@@ -52,15 +69,24 @@ def _metrics(log: str, kinds) -> dict:
 
 
 def _six_classes(config: str, with_mask: bool) -> dict:
-    """Model overrides: 6 classes, no pretrained backbone (RetinaNet: keep every
+    """Model overrides: 6 classes, no pretrained backbone (dense heads: keep every
     score, those of a student trained for 4 iterations stay below the 0.05 default)."""
-    if 'retinanet' in config:
+    if 'rcnn' not in config:
         return dict(backbone=dict(init_cfg=None), bbox_head=dict(num_classes=6),
                     test_cfg=dict(score_thr=0.0))
     roi_head = dict(bbox_head=dict(num_classes=6))
     if with_mask:
         roi_head['mask_head'] = dict(num_classes=6)
     return dict(backbone=dict(init_cfg=None), roi_head=roi_head)
+
+
+def _student_model(config: str, with_mask: bool) -> dict:
+    """Overrides of the plain student's mmdet config: as the distiller's student."""
+    model = _six_classes(config, with_mask)
+    if 'gfl_r101_r18' in config:  # GFL's R50 config with the R18 backbone of the LD pair
+        model['backbone'].update(depth=18)
+        model['neck'] = dict(in_channels=[64, 128, 256, 512])
+    return model
 
 
 def _train_teacher(path: str, data: dict, out: str) -> None:
@@ -91,24 +117,31 @@ def _train_teacher(path: str, data: dict, out: str) -> None:
 def test_train_test_extract(config, det_data, tmp_path):
     student_base, distill_key, kinds = CASES[config]
     with_mask = 'segm' in kinds
-    data = det_overrides(det_data, scale=(64, 64), batch_size=2, max_epochs=1,
+    rtmdet = 'rtmdet' in config
+    data = det_overrides(det_data, scale=(64, 64), batch_size=2, max_epochs=2 if rtmdet else 1,
                          with_mask=with_mask)
     # The teacher: the config's own teacher config with 6 classes, trained here.
     teacher_base = Config.fromfile(osp.join(ROOT, config)).model.teacher
-    assert teacher_base.startswith('mmdet::') and 'r101' in teacher_base
+    assert teacher_base.startswith('mmdet::') and ('r101' in teacher_base or
+                                                   'rtmdet_l' in teacher_base)
     teacher_cfg = write_config(str(tmp_path / 'teacher.py'), teacher_base,
                                dict(model=_six_classes(config, with_mask)))
     teacher_ckpt = str(tmp_path / 'teacher.pth')
     _train_teacher(teacher_cfg, data, teacher_ckpt)
 
     # The shipped config, pointed at the data; the rest through --cfg-options.
-    cfg = write_config(str(tmp_path / 'distill.py'), osp.join(ROOT, config), data)
+    if rtmdet:
+        shipped = Config.fromfile(osp.join(ROOT, config)).custom_hooks
+        assert [h['type'] for h in shipped] == [h['type'] for h in RTMDET_HOOKS]
+        assert (shipped[1].switch_epoch, shipped[2].stop) == (280, 281)
+    hooks = dict(custom_hooks=RTMDET_HOOKS) if rtmdet else {}
+    cfg = write_config(str(tmp_path / 'distill.py'), osp.join(ROOT, config), dict(data, **hooks))
     options = ['--cfg-options', f'model.teacher={teacher_cfg}',
                f'model.teacher_ckpt={teacher_ckpt}', 'model.student.backbone.init_cfg=None']
-    head = 'model.student.bbox_head' if 'retinanet' in config else \
-        'model.student.roi_head.bbox_head'
+    dense = 'rcnn' not in config
+    head = 'model.student.bbox_head' if dense else 'model.student.roi_head.bbox_head'
     options.append(f'{head}.num_classes=6')
-    if 'retinanet' in config:
+    if dense:
         options.append('model.student.test_cfg.score_thr=0.0')
     if 'rcnn' in config:
         options += ['model.student.train_cfg.rcnn.sampler.num=64',
@@ -123,12 +156,22 @@ def test_train_test_extract(config, det_data, tmp_path):
     assert 'randomly initialised' not in log  # the saved teacher was loaded
     losses = re.findall(rf'{distill_key}: ([0-9.e+-]+|nan)', log)
     assert losses and all(float(v) >= 0 for v in losses), losses  # finite and >= 0
+    assert float(losses[0]) > 0
 
-    ckpt = osp.join(work, 'epoch_1.pth')
-    state = torch.load(ckpt, map_location='cpu', weights_only=False)['state_dict']
+    ckpt = osp.join(work, 'epoch_2.pth' if rtmdet else 'epoch_1.pth')
+    saved = torch.load(ckpt, map_location='cpu', weights_only=False)
+    state = saved['state_dict']
     saved_teacher = torch.load(teacher_ckpt, map_location='cpu')['state_dict']
     for k, v in saved_teacher.items():  # the teacher did not move
         assert torch.equal(state[f'teacher.{k}'], v), k
+    if rtmdet:
+        # Epoch 2: the stage-2 pipeline, no distillation; the EMA holds the student only.
+        assert 'Switch pipeline now!' in log and 'Epoch(train) [2][4/4]' in log
+        assert len(losses) == 8 and all(float(v) == 0 for v in losses[4:]), losses
+        ema = saved['ema_state_dict']
+        student_keys = {k[len('student.'):] for k in state if k.startswith('student.')}
+        assert {k[len('module.'):] for k in ema if k.startswith('module.')} == student_keys
+        assert not any('teacher' in k for k in ema)
 
     log = run_tool(['tools/test.py', cfg, ckpt, '--work-dir', str(tmp_path / 'test'), '--out',
                     str(tmp_path / 'distiller.pkl')] + options, env=ONE_THREAD)
@@ -138,11 +181,12 @@ def test_train_test_extract(config, det_data, tmp_path):
     student_ckpt = str(tmp_path / 'student.pth')
     log = run_tool(['tools/model_converters/extract_student.py', ckpt, student_ckpt])
     assert 'student tensors' in log
+    assert ('EMA student' in log) == rtmdet, log
     student_state = torch.load(student_ckpt, map_location='cpu', weights_only=True)['state_dict']
     assert student_state and not any(k.startswith(('teacher.', 'student.'))
                                      for k in student_state)
     student_cfg = write_config(str(tmp_path / 'student.py'), student_base,
-                               dict(data, model=_six_classes(config, with_mask)))
+                               dict(data, model=_student_model(config, with_mask)))
     log = run_tool([MMDET_TEST, student_cfg, student_ckpt, '--work-dir',
                     str(tmp_path / 'student_test'), '--out', str(tmp_path / 'student.pkl')],
                    env=ONE_THREAD)
