@@ -24,6 +24,7 @@ from mmengine.runner import Runner
 # Run from a checkout without installing: the repo root before site-packages.
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import mmkd  # noqa: E402,F401  (creates the mmkd registries)
+from mmkd.engine import check_ema_hooks  # noqa: E402
 from mmkd.utils import (  # noqa: E402
     add_trust_argument,
     check_training_set,
@@ -96,6 +97,7 @@ def main():
         cfg.resume = True
         cfg.load_from = args.resume
 
+    check_ema_hooks(cfg)  # mmengine's EMAHook on a distiller: refused, StudentEMAHook named
     setup_cpu_distributed(cfg, args.launcher)  # torchrun without GPUs: gloo, CPU DDP
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     check_training_set(cfg.get('train_dataloader'))  # an empty set: a clear error, now
