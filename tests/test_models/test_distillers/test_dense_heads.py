@@ -73,7 +73,8 @@ def sigmoid_kd(cls_s, cls_t, C, T=2.0):
 
 @pytest.mark.parametrize('name', HEADS)
 def test_every_head_trains_with_the_kd_value_by_hand(name):
-    distiller = pair(HEADS[name], distill_losses=KD)
+    distiller = pair(HEADS[name], distill_losses=dict(KD, dist=dict(type='DISTLoss',
+                                                                   use_sigmoid=True)))
     head_s, head_t = distiller.student.bbox_head, distiller.teacher.bbox_head
     assert type(head_s).__name__ == name
     inputs, samples = det_batch(64)
@@ -91,7 +92,7 @@ def test_every_head_trains_with_the_kd_value_by_hand(name):
     assert calls == []
     # The student's own losses are those of student.loss.
     reference = distiller.student.loss(inputs, samples)
-    assert set(losses) == set(reference) | {'loss_kd'}
+    assert set(losses) == set(reference) | {'loss_kd', 'loss_dist'}
     for key in reference:
         torch.testing.assert_close(total(losses[key]), total(reference[key]))
     with torch.no_grad():
@@ -111,6 +112,7 @@ def test_every_head_trains_with_the_kd_value_by_hand(name):
     optim = OptimWrapper(torch.optim.SGD(distiller.student.parameters(), lr=0.01))
     log = distiller.train_step(_packed(inputs, samples), optim)
     assert all(torch.isfinite(v) for v in log.values()) and log['loss_kd'] > 0
+    assert log['loss_dist'] > 0
     assert all(torch.equal(v, distiller.teacher.state_dict()[k]) for k, v in teacher_state.items())
     assert not torch.equal(before, head_s.state_dict()[next(iter(head_s.state_dict()))])
 
