@@ -19,7 +19,11 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import init_default_scope
 
 from mmkd.datasets import det_overrides
-from mmkd.models.distillers.sdd_roi import double_res_extractor, roi_view_logits
+from mmkd.models.distillers.sdd_roi import (
+    double_res_extractor,
+    roi_view_logits,
+    roi_view_logits_reference,
+)
 from mmkd.models.losses import dkd_loss
 from mmkd.recipes import no_pretrained
 from mmkd.registry import MODELS
@@ -200,11 +204,11 @@ def test_sdd_on_rois_is_the_equal_weight_mean_of_dkd_over_the_views(batch):
     torch.manual_seed(3)  # the same RoI sampling
     s = distiller.student_pass(inputs, samples)
     with torch.no_grad():
-        views_s = roi_view_logits(distiller.view_extractors['student'],
-                                  distiller.student.roi_head.bbox_head, s.x, s.rois)
+        views_s = roi_view_logits_reference(distiller.view_extractors['student'],
+                                            distiller.student.roi_head.bbox_head, s.x, s.rois)
         x_t = distiller.teacher.extract_feat(distiller.teacher_inputs(inputs, samples))
-        views_t = roi_view_logits(distiller.view_extractors['teacher'],
-                                  distiller.teacher.roi_head.bbox_head, x_t, s.rois)
+        views_t = roi_view_logits_reference(distiller.view_extractors['teacher'],
+                                            distiller.teacher.roi_head.bbox_head, x_t, s.rois)
     labels = s.labels[:, None].expand(-1, 5)
     hand = dkd_loss(views_s, views_t, labels, 1.0, 0.25, 1.0).mean(dim=1).mean()
     torch.testing.assert_close(got.detach(), hand, rtol=1e-5, atol=1e-6)
