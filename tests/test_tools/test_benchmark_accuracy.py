@@ -1,7 +1,10 @@
-"""tools/analysis_tools/benchmark_accuracy.py: its statistics by hand, the method discovery,
-and the tool itself on classification in its quick mode (teacher, baseline, KD, LightSKD)."""
+"""tools/analysis_tools/benchmark_accuracy.py: its statistics by hand (t quantiles, paired
+differences, confidence intervals, verdicts, the smallest detectable difference), the
+scaling of the configs' loss schedules, the method discovery, and the tool itself on
+classification in its quick mode (teacher, baseline, DKD with its scaled warm-up, LightSKD)."""
 import importlib.util
 import json
+import math
 import os.path as osp
 import sys
 
@@ -24,26 +27,166 @@ def _load_tool():
     return module
 
 
-def _row(method, seed, value, minutes=1.0):
+def _row(method, seed, value, minutes=1.0, **fingerprints):
     return dict(task='det', method=method, seed=seed, value=value, minutes=minutes,
-                protocol='default')
+                protocol='default', **fingerprints)
 
 
-def test_summary_statistics_by_hand():
+def test_t_quantile_known_values():
     tool = _load_tool()
+    # Two-sided 95% critical values of the t tables, and the 80% one-sided ones.
+    for df, t975, t80 in ((1, 12.706, 1.376), (2, 4.303, 1.061), (3, 3.182, 0.978),
+                          (4, 2.776, 0.941), (9, 2.262, 0.883), (29, 2.045, 0.854)):
+        assert tool.t_quantile(0.975, df) == pytest.approx(t975, abs=5e-4)
+        assert tool.t_quantile(0.80, df) == pytest.approx(t80, abs=5e-4)
+    # Closed forms: df=1 is Cauchy, tan(pi (p - 1/2)); df=2: (2p - 1) / sqrt(2 p (1 - p)).
+    for p in (0.6, 0.8, 0.95, 0.975, 0.999):
+        assert tool.t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-9)
+        assert tool.t_quantile(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)),
+                                                      rel=1e-9)
+    assert tool.t_quantile(0.5, 7) == 0.0
+    assert tool.t_quantile(0.025, 4) == pytest.approx(-tool.t_quantile(0.975, 4))
+    assert tool.t_quantile(0.975, 10_000) == pytest.approx(1.95996, abs=1e-3)  # the normal's
+    with pytest.raises(ValueError):
+        tool.t_quantile(1.0, 3)
+    try:
+        from scipy import stats
+    except ImportError:
+        return
+    for df in (1, 2, 3, 5, 8, 13, 30, 31, 60, 200):
+        for p in (0.55, 0.8, 0.9, 0.975, 0.995):
+            assert tool.t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-6)
+
+
+def test_paired_summary_by_hand():
+    tool = _load_tool()
+    # 3 seeds: differences 1, -1, 3; mean 1; sd sqrt((0 + 4 + 4) / 2) = 2;
+    # CI 1 ± t(0.975, 2) * 2 / sqrt(3) = 1 ± 4.3027 * 1.1547 = 1 ± 4.9683 = [-3.968, 5.968]:
+    # contains 0.
+    p = tool.paired_summary({0: 10.0, 1: 12.0, 2: 14.0}, {0: 11.0, 1: 11.0, 2: 17.0})
+    assert p['seeds'] == [0, 1, 2] and p['n'] == 3 and p['diffs'] == [1.0, -1.0, 3.0]
+    assert p['mean'] == 1.0 and p['sd'] == pytest.approx(2.0) and p['wins'] == 2
+    assert p['ci'] == pytest.approx((-3.9683, 5.9683), abs=1e-4)
+    assert p['verdict'] == 'no detectable effect'
+    # 4 seeds: differences 2, 1, 2, 3; mean 2; sd sqrt((0 + 1 + 0 + 1) / 3) = 0.8165;
+    # CI 2 ± t(0.975, 3) * 0.8165 / 2 = 2 ± 3.1824 * 0.40825 = 2 ± 1.2992 = [0.701, 3.299] > 0.
+    # The method's seed 7 has no baseline: not paired.
+    p = tool.paired_summary({0: 10.0, 1: 12.0, 2: 14.0, 3: 11.0},
+                            {0: 12.0, 1: 13.0, 2: 16.0, 3: 14.0, 7: 99.0})
+    assert p['seeds'] == [0, 1, 2, 3] and p['mean'] == 2.0
+    assert p['sd'] == pytest.approx(0.8165, abs=1e-4)
+    assert p['ci'] == pytest.approx((0.7008, 3.2992), abs=1e-4) and p['verdict'] == 'helps'
+    # 5 seeds: differences -2, -3, -1, -2, -2; mean -2; sd sqrt((0 + 1 + 1 + 0 + 0) / 4) = 0.7071;
+    # CI -2 ± t(0.975, 4) * 0.7071 / sqrt(5) = -2 ± 2.7764 * 0.31623 = -2 ± 0.8780
+    # = [-2.878, -1.122] < 0.
+    p = tool.paired_summary({s: v for s, v in enumerate([10.0, 12.0, 14.0, 11.0, 13.0])},
+                            {s: v for s, v in enumerate([8.0, 9.0, 13.0, 9.0, 11.0])})
+    assert p['mean'] == -2.0 and p['sd'] == pytest.approx(0.7071, abs=1e-4)
+    assert p['ci'] == pytest.approx((-2.8780, -1.1220), abs=1e-4) and p['verdict'] == 'hurts'
+    # Missing seeds: pairs on the common seeds only (0 and 1; the baseline's 2, the method's 3
+    # are left out): differences 2, 1; mean 1.5; sd 0.7071; CI 1.5 ± 12.7062 * 0.7071 / sqrt(2)
+    # = 1.5 ± 6.3531.
+    p = tool.paired_summary({0: 10.0, 1: 12.0, 2: 14.0}, {0: 12.0, 1: 13.0, 3: 9.0})
+    assert p['seeds'] == [0, 1] and p['mean'] == 1.5
+    assert p['ci'] == pytest.approx((-4.8531, 7.8531), abs=1e-4)
+    # One pair: a difference, no sd, no interval, and the verdict says why (no NaN).
+    p = tool.paired_summary({0: 10.0, 1: 12.0}, {0: 12.5, 5: 3.0})
+    assert p['n'] == 1 and p['mean'] == 2.5 and p['sd'] is None and p['ci'] is None
+    assert p['verdict'] == 'no CI: 1 seed'
+    p = tool.paired_summary({0: 10.0}, {1: 12.0})
+    assert p['n'] == 0 and p['mean'] is None and p['verdict'] == 'no CI: no common seed'
+
+
+def test_min_detectable_difference_by_hand():
+    tool = _load_tool()
+    # (t(0.975, 2) + t(0.80, 2)) * 2 / sqrt(3) = (4.3027 + 1.0607) * 1.1547 = 6.1930
+    assert tool.min_detectable_difference(2.0, 3) == pytest.approx(6.1930, abs=1e-4)
+    # (t(0.975, 9) + t(0.80, 9)) * 1 / sqrt(10) = (2.2622 + 0.8834) / 3.1623 = 0.9947
+    assert tool.min_detectable_difference(1.0, 10) == pytest.approx(0.9947, abs=1e-4)
+    assert tool.min_detectable_difference(1.0, 1) is None
+    # Pooled sd: sqrt(((3 - 1) * 2^2 + (2 - 1) * 0.7071^2) / (2 + 1)) = sqrt(8.5 / 3) = 1.6833;
+    # a summary without an sd (one pair) adds nothing.
+    summaries = [dict(n=3, sd=2.0), dict(n=2, sd=math.sqrt(0.5)), dict(n=1, sd=None)]
+    assert tool.pooled_sd(summaries) == pytest.approx(1.6833, abs=1e-4)
+    assert tool.pooled_sd([dict(n=1, sd=None)]) is None
+
+
+def test_summary_report_by_hand():
+    tool = _load_tool()
+    fp = dict(student_init='a', train_data='b')
     rows = [_row('teacher', 0, 20.0, 4.0),
-            _row('baseline', 0, 10.0), _row('baseline', 1, 12.0), _row('baseline', 2, 14.0),
-            _row('kd', 0, 11.0, 2.0), _row('kd', 1, 11.0, 3.0), _row('kd', 2, 17.0, 4.0)]
+            _row('baseline', 0, 10.0, **fp), _row('baseline', 1, 12.0, **fp),
+            _row('baseline', 2, 14.0, **fp),
+            _row('kd', 0, 11.0, 2.0, **fp), _row('kd', 1, 11.0, 3.0, **fp),
+            _row('kd', 2, 17.0, 4.0, student_init='c', train_data='b'),
+            _row('rekd', 0, 12.0, **fp), _row('rekd', 1, 13.0, **fp), _row('rekd', 3, 9.0, **fp),
+            _row('dist', 0, 15.0, **fp)]
+    rows[4]['schedule'] = rows[5]['schedule'] = rows[6]['schedule'] = 'warm-up 1 ep'
     report = tool.summarise(rows, ['det'])
     lines = {line.split(' | ')[0].strip('| '): line for line in report.splitlines()
              if line.startswith('| ')}
-    assert lines['teacher'] == '| teacher | 20.00 ± 0.00 | 20.00 - 20.00 |  |  | 1 | 4.0 |'
-    # baseline: mean 12, sample std sqrt(((-2)^2 + 0 + 2^2) / 2) = 2
-    assert lines['baseline'] == '| baseline | 12.00 ± 2.00 | 10.00 - 14.00 |  |  | 3 | 1.0 |'
-    # kd: mean 13, std sqrt((4 + 4 + 16) / 2) = 3.4641; +1 over the baseline's mean; it
-    # beats the baseline of the same seed on seeds 0 (11 > 10) and 2 (17 > 14), not on 1.
-    assert lines['kd'] == '| kd | 13.00 ± 3.46 | 11.00 - 17.00 | +1.00 | 2/3 | 3 | 3.0 |'
     assert report.startswith('### Detection')
+    assert lines['teacher'] == '| teacher | 20.00 ± 0.00 | 1 |  |  |  |  | 4.0 |'
+    # baseline: mean 12, sample std sqrt(((-2)^2 + 0 + 2^2) / 2) = 2
+    assert lines['baseline'] == '| baseline | 12.00 ± 2.00 | 3 |  |  |  |  | 1.0 |'
+    # kd: mean 13, std sqrt((4 + 4 + 16) / 2) = 3.4641; paired differences 1, -1, 3: mean +1,
+    # CI [-3.97, +5.97] (test_paired_summary_by_hand); higher than the baseline on seeds 0, 2.
+    assert lines['kd'] == ('| kd | 13.00 ± 3.46 | 3 | +1.00 | -3.97 to +5.97 | '
+                           'no detectable effect | 2/3 | 3.0 |')
+    # rekd: mean of its 3 runs 11.33, std sqrt((0.667^2 + 1.667^2 + 2.333^2) / 2) = 2.08;
+    # paired on seeds 0, 1 only (differences 2, 1): +1.50 ± 6.3531.
+    assert lines['rekd'] == ('| rekd | 11.33 ± 2.08 | 3 | +1.50 | -4.85 to +7.85 | '
+                             'no detectable effect | 2/2 | 1.0 |')
+    # dist: one seed: the difference, and no interval.
+    assert lines['dist'] == '| dist | 15.00 ± 0.00 | 1 | +5.00 | 1 seed | no CI | 1/1 | 1.0 |'
+    # Smallest detectable difference: pooled sd of kd (n 3, sd 2) and rekd (n 2, sd 0.7071):
+    # 1.6833 (test_min_detectable_difference_by_hand); n = 3 seeds:
+    # (4.3027 + 1.0607) * 1.6833 / sqrt(3) = 5.21.
+    assert 'Smallest detectable difference: 5.21 (bbox; n = 3 seeds, pooled sd of the paired ' \
+           'differences 1.68;' in report
+    assert 'scaled): kd (warm-up 1 ep).' in report
+    # kd's seed 2 started from other weights than the baseline's seed 2: said so.
+    assert 'do not share the initial student or the training batches of the baseline of their ' \
+           'seed: kd seed 2.' in report
+    # With one seed per method: no interval anywhere, said so.
+    one = tool.summarise([_row('baseline', 0, 10.0), _row('kd', 0, 11.0)], ['det'])
+    assert 'none with 1 paired seed(s) (needs 2 or more)' in one and 'nan' not in one.lower()
+
+
+def test_schedule_scaling_by_hand(tmp_path):
+    """A config's warm-up / stop of w epochs of E becomes round(w / E * length), at least 1."""
+    from mmengine.config import Config
+    tool = _load_tool()
+    # DKD's ImageNet config: warm-up 1 of 100 epochs. On 6 epochs: 0.06 -> at least 1; on 300
+    # iterations: 3; on 250: 2.5 -> 3 (half up).
+    assert tool.scale_count(1, 100, 6) == 1
+    assert tool.scale_count(1, 100, 300) == 3 and tool.scale_count(1, 100, 250) == 3
+    # SDD's CIFAR-100 config: 20 of 200 epochs; on 6 epochs 0.6 -> 1, on 60: 6. No warm-up: 0.
+    assert tool.scale_count(20, 200, 6) == 1 and tool.scale_count(20, 200, 60) == 6
+    assert tool.scale_count(0, 100, 6) == 0
+    # RTMDet's stop=281 of 300 epochs (280 distilled epochs): on 30 epochs 28 distilled -> 29;
+    # a stop after the config's end (301) stays after the benchmark's (6 of 5 epochs).
+    hook = tool.scaled_schedule_hook(dict(type='mmkd.DistillLossScheduleHook', stop=281), 300,
+                                     30, True)
+    assert hook == dict(type='mmkd.DistillLossScheduleHook', by_epoch=True, stop=29)
+    assert tool.scaled_schedule_hook(dict(stop=301), 300, 5, True)['stop'] == 6
+    # From a shipped config: its hook and train_cfg.max_epochs (DKD's ImageNet config, as
+    # ls-dkd's, ReKD's, RLD's and SDD's; kd, dist, ls-kd and lightskd set no schedule: the
+    # quick run below checks lightskd's); in an epoch-based benchmark and in an
+    # iteration-based one (segmentation: 1% of 300 iterations).
+    dkd = method_configs('*/resnet*_in1k.py')['dkd']
+    assert tool.schedule_hooks(dkd, 6, True) == [
+        dict(type='mmkd.DistillLossScheduleHook', by_epoch=True, warmup=1)]
+    assert tool.schedule_hooks(dkd, 300, False) == [
+        dict(type='mmkd.DistillLossScheduleHook', by_epoch=False, warmup=3)]
+    # The distilled student's config gets it, after the student config's own custom hooks.
+    student = tmp_path / 'student.py'
+    student.write_text("custom_hooks = [dict(type='EMAHook')]\n")
+    path = tool.distill_config(tool.TASKS['cls'], dkd, str(student), 'teacher.py',
+                               'teacher.pth', str(tmp_path / 'dkd.py'), 6)
+    assert Config.fromfile(path).custom_hooks == [
+        dict(type='EMAHook'),
+        dict(type='mmkd.DistillLossScheduleHook', by_epoch=True, warmup=1)]
 
 
 def test_method_discovery_names_and_settings():
@@ -83,23 +226,35 @@ def test_method_discovery_in_another_folder(tmp_path):
 @pytest.mark.slow
 def test_quick_classification_run_and_resume(tmp_path):
     work = str(tmp_path / 'bench')
-    args = [TOOL, '--quick', '--tasks', 'cls', '--methods', 'kd', 'lightskd', '--work-dir', work]
+    args = [TOOL, '--quick', '--tasks', 'cls', '--methods', 'dkd', 'lightskd', '--work-dir',
+            work]
     out = run_tool(args, timeout=1200)
     rows = [json.loads(line) for line in open(osp.join(work, 'results.jsonl'))]
     assert [(r['method'], r['seed']) for r in rows] == [('teacher', 0), ('baseline', 0),
-                                                        ('kd', 0), ('lightskd', 0)]
+                                                        ('dkd', 0), ('lightskd', 0)]
     for r in rows:
         assert 0.0 <= r['value'] <= 100.0 and r['minutes'] > 0 and r['protocol'] == 'quick'
-    # The distilled student takes its loss settings from the shipped config.
-    distill_cfg = open(osp.join(work, 'cls', 'kd.py')).read()
-    assert "'type': 'KDLoss'" in distill_cfg and "'loss_weight': 5.0" in distill_cfg
+    # The students of one seed start from the same weights and see the same batches (the
+    # teacher's construction does not shift the student's initialisation).
+    students = rows[1:]
+    assert len({r['student_init'] for r in students}) == 1
+    assert len({r['train_data'] for r in students}) == 1
+    assert rows[0]['student_init'] != students[0]['student_init']  # the teacher's own
+    # The distilled student takes its loss settings and its scaled warm-up from the shipped
+    # config (DKD: 1 of 100 epochs -> 1 of the quick run's 1 epoch).
+    distill_cfg = open(osp.join(work, 'cls', 'dkd.py')).read()
+    assert "'type': 'DKDLoss'" in distill_cfg and "'beta': 0.5" in distill_cfg
+    assert "'type': 'mmkd.DistillLossScheduleHook', 'by_epoch': True, 'warmup': 1" in distill_cfg
+    assert rows[2]['schedule'] == 'warm-up 1 ep' and rows[3]['schedule'] == ''
     assert osp.exists(osp.join(work, 'cls', 'teacher.pth'))
     report = open(osp.join(work, 'benchmark_accuracy.md')).read()
     assert '| lightskd |' in report and '| baseline |' in report and report in out
+    assert '| 1 seed | no CI | ' in report and 'none with 1 paired seed(s)' in report
+    assert 'do not share' not in report
     assert osp.getsize(osp.join(work, 'benchmark_accuracy.png')) > 10_000
     # A second run finds every result and trains nothing.
     again = run_tool(args, timeout=600)
-    assert '4 runs already in' in again and '[cls] kd (seed 0)' not in again
+    assert '4 runs already in' in again and '[cls] dkd (seed 0)' not in again
     assert len(open(osp.join(work, 'results.jsonl')).readlines()) == 4
 
 

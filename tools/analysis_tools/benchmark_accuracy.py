@@ -5,15 +5,41 @@ protocol: generate the shapes dataset, train a larger teacher once, then train
 the same small student without distillation (the baseline) and with every
 method that has a shipped config for the task, once per seed. Each method
 keeps the distiller settings of its config (``configs/<method>/...``: loss
-type, temperature, weights); only models, data and schedule are the small
-from-scratch ones of :mod:`mmkd.recipes`. Writes, in the work directory
-(default ``work_dirs/benchmark_accuracy`` of the current directory),
-``results.jsonl`` (one line per run; a re-run skips what is there),
-``benchmark_accuracy.md`` (mean and standard deviation over seeds, the gain
-over the baseline, the seeds on which a method beat the baseline) and
-``benchmark_accuracy.png``. The default run covers classification (3 seeds)
-and detection (2 seeds); segmentation runs with ``--tasks seg`` but learns
-background only at this budget (see ``SEG_NOTE``).
+type, temperature, weights) and its ``DistillLossScheduleHook`` (warm-up /
+stop), scaled to the benchmark's length (:func:`scale_count`); only models,
+data and schedule are the small from-scratch ones of :mod:`mmkd.recipes`.
+
+Pairing: runs of one seed share the student's initialisation and the order and
+augmentation of its training batches. The seed is set again just before the
+weights are initialised (:func:`paired_start`; without it the teacher's
+construction consumed random numbers and the distilled students started from
+other weights than the baseline of their seed), and every result line records
+fingerprints of the initial student and of the training batches, which the
+report checks.
+
+Statistics (:func:`paired_summary`, :func:`min_detectable_difference`), per
+task and method, over the n seeds that the method and the baseline share:
+
+* paired difference d_s = method_s - baseline_s; its mean and sample sd;
+* 95% confidence interval: mean(d) +/- t(0.975, n-1) * sd(d) / sqrt(n);
+* verdict: "helps" if the whole interval is above 0, "hurts" if below,
+  "no detectable effect" otherwise (no interval with n = 1);
+* smallest detectable difference of the task (a two-sided 5% paired t-test
+  with 80% power): (t(0.975, n-1) + t(0.80, n-1)) * sd_pooled / sqrt(n), with
+  sd_pooled the pooled sd of the paired differences of all its methods
+  (sqrt(sum((n_m - 1) sd_m^2) / sum(n_m - 1))) and n the seeds of the run.
+
+t quantiles come from :func:`t_quantile` (no scipy needed).
+
+Writes, in the work directory (default ``work_dirs/benchmark_accuracy`` of the
+current directory), ``results.jsonl`` (one line per run; a re-run skips what
+is there, lines of an earlier protocol version are ignored),
+``benchmark_accuracy.md`` (per method: mean and standard deviation over seeds,
+the paired difference to the baseline with its confidence interval and
+verdict, the seeds on which it beat the baseline; per task: the smallest
+detectable difference) and ``benchmark_accuracy.png``. The default run covers
+classification (3 seeds) and detection (2 seeds); segmentation runs with
+``--tasks seg`` but learns background only at this budget (see ``SEG_NOTE``).
 
     python tools/analysis_tools/benchmark_accuracy.py            # ~1 h on 2 CPU cores
     python tools/analysis_tools/benchmark_accuracy.py --quick    # a few minutes
@@ -23,7 +49,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import hashlib
 import json
+import math
 import os
 import os.path as osp
 import statistics
@@ -31,7 +60,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 from mmkd.datasets import (  # noqa: E402
@@ -49,6 +78,11 @@ from mmkd.recipes import (  # noqa: E402
     scratch_detector,
     write_config,
 )
+
+#: Version of the protocol written into every result line; lines of another version are
+#: ignored. 2: the student's initialisation is shared by the runs of a seed (paired_start),
+#: the configs' DistillLossScheduleHook is applied (scaled).
+VERSION = 2
 
 
 @dataclass
@@ -167,6 +201,192 @@ SEG_NOTE = 'segmentation learns background only at this budget'
 DEFAULT_TASKS = ['cls', 'det']
 
 
+# --- statistics ----------------------------------------------------------------------------
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 1000):
+        for aa in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                   -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) +
+                     b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t distribution with ``df`` degrees of freedom."""
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (t_cdf inverted by
+    bisection to ~1e-12; e.g. ``t_quantile(0.975, 2)`` = 4.3027)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f'p must be in (0, 1), got {p}')
+    if not df > 0:
+        raise ValueError(f'df must be > 0, got {df}')
+    if p == 0.5:
+        return 0.0
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        lo, hi = hi, hi * 2.0
+    while hi - lo > 1e-12 * hi:
+        mid = 0.5 * (lo + hi)
+        if t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def paired_summary(baseline: Dict[int, float], method: Dict[int, float],
+                   level: float = 0.95) -> Dict[str, Any]:
+    """The paired difference ``method - baseline`` over the seeds both have.
+
+    Args:
+        baseline, method: ``seed -> value``.
+        level: Confidence level of the interval. Defaults to 0.95.
+
+    Returns:
+        dict: ``seeds`` (the common seeds, sorted), ``n``, ``diffs``, ``mean``
+        and ``sd`` of the differences (None without pairs / below 2 pairs),
+        ``wins`` (pairs where the method is higher), ``ci`` (``(low, high)``:
+        mean +/- t((1 + level) / 2, n - 1) * sd / sqrt(n); None below 2 pairs)
+        and ``verdict``: ``helps`` (the whole interval above 0), ``hurts``
+        (below 0), ``no detectable effect``, or why there is no interval.
+    """
+    seeds = sorted(set(baseline) & set(method))
+    diffs = [method[s] - baseline[s] for s in seeds]
+    n = len(diffs)
+    out: Dict[str, Any] = dict(seeds=seeds, n=n, diffs=diffs, wins=sum(d > 0 for d in diffs),
+                               mean=statistics.mean(diffs) if n else None, sd=None, ci=None)
+    if n < 2:
+        out['verdict'] = 'no CI: no common seed' if n == 0 else 'no CI: 1 seed'
+        return out
+    out['sd'] = statistics.stdev(diffs)
+    half = t_quantile((1.0 + level) / 2.0, n - 1) * out['sd'] / math.sqrt(n)
+    low, high = out['mean'] - half, out['mean'] + half
+    out['ci'] = (low, high)
+    out['verdict'] = 'helps' if low > 0 else 'hurts' if high < 0 else 'no detectable effect'
+    return out
+
+
+def pooled_sd(summaries: Sequence[Dict[str, Any]]) -> Optional[float]:
+    """sqrt(sum((n - 1) sd^2) / sum(n - 1)) over :func:`paired_summary` results with an sd."""
+    usable = [s for s in summaries if s['sd'] is not None]
+    dof = sum(s['n'] - 1 for s in usable)
+    if not dof:
+        return None
+    return math.sqrt(sum((s['n'] - 1) * s['sd']**2 for s in usable) / dof)
+
+
+def min_detectable_difference(sd: float, n: int, alpha: float = 0.05,
+                              power: float = 0.8) -> Optional[float]:
+    """The smallest paired effect a two-sided ``alpha`` t-test over ``n`` pairs detects with
+    ``power``: (t(1 - alpha / 2, n - 1) + t(power, n - 1)) * sd / sqrt(n); None if n < 2."""
+    if n < 2:
+        return None
+    return (t_quantile(1.0 - alpha / 2.0, n - 1) + t_quantile(power, n - 1)) * sd / math.sqrt(n)
+
+
+# --- the configs' distillation-loss schedules, scaled --------------------------------------
+def scale_count(count: int, config_length: int, length: int) -> int:
+    """``count`` epochs (or iterations) of a config whose schedule has ``config_length`` of them,
+    on a schedule of ``length``: round(count / config_length * length), rounded half up, at
+    least 1 if ``count`` > 0. E.g. DKD's ImageNet warm-up, 1 of 100 epochs, on 6 epochs: 1."""
+    if count <= 0:
+        return 0
+    return max(1, math.floor(count / config_length * length + 0.5))
+
+
+def scaled_schedule_hook(hook: dict, config_length: int, length: int, by_epoch: bool) -> dict:
+    """A config's ``DistillLossScheduleHook`` on a schedule of ``length`` epochs (``by_epoch``)
+    or iterations.
+
+    ``warmup`` is scaled by :func:`scale_count`. ``stop`` is 1-based (the losses are 0 from
+    epoch ``stop`` on), so the ``stop - 1`` distilled epochs are scaled: ``stop`` becomes
+    ``scale_count(stop - 1, ...) + 1`` (a stop just after the config's end stays after the
+    benchmark's end).
+    """
+    out: Dict[str, Any] = dict(type='mmkd.DistillLossScheduleHook', by_epoch=by_epoch)
+    if hook.get('warmup', 0):
+        out['warmup'] = scale_count(hook['warmup'], config_length, length)
+    if hook.get('stop') is not None:
+        out['stop'] = scale_count(hook['stop'] - 1, config_length, length) + 1
+    return out
+
+
+def schedule_hooks(method_cfg: str, length: int, by_epoch: bool) -> List[dict]:
+    """The ``DistillLossScheduleHook`` entries of a method config's ``custom_hooks``, scaled
+    from the config's schedule (``train_cfg.max_epochs`` if the hook counts epochs,
+    ``train_cfg.max_iters`` if it counts iterations of an iteration-based loop) to ``length``
+    (epochs if ``by_epoch``, else iterations)."""
+    from mmengine.config import Config
+    from mmengine.registry import LOOPS
+
+    from mmkd.engine.hooks.distill_loss_schedule_hook import loop_counts_epochs
+    cfg = Config.fromfile(method_cfg)
+    hooks = [h for h in cfg.get('custom_hooks', None) or []
+             if str(h.get('type', '')).split('.')[-1] == 'DistillLossScheduleHook']
+    if not hooks:
+        return []
+    train_cfg = cfg.train_cfg
+    if 'type' in train_cfg:
+        loop = train_cfg['type']
+        loop_epochs = loop_counts_epochs(LOOPS.get(loop) if isinstance(loop, str) else loop)
+    else:  # as mmengine's Runner.build_train_loop
+        loop_epochs = bool(train_cfg.get('by_epoch'))
+    out = []
+    for hook in hooks:
+        counts_epochs = loop_epochs if hook.get('by_epoch') is None else hook['by_epoch']
+        if counts_epochs:
+            config_length = train_cfg['max_epochs']
+        elif loop_epochs is False:
+            config_length = train_cfg['max_iters']
+        else:
+            raise ValueError(f'{method_cfg}: its DistillLossScheduleHook counts iterations of an '
+                             f'epoch-based schedule, whose length in iterations is not in the '
+                             f'config; cannot scale it')
+        out.append(scaled_schedule_hook(hook, config_length, length, by_epoch))
+    return out
+
+
+def describe_schedule(hooks: Sequence[dict]) -> str:
+    """``warm-up 1 ep`` / ``stop at it 30``: the scaled hooks, for the report."""
+    parts = []
+    for hook in hooks:
+        unit = 'ep' if hook['by_epoch'] else 'it'
+        if hook.get('warmup'):
+            parts.append(f"warm-up {hook['warmup']} {unit}")
+        if hook.get('stop') is not None:
+            parts.append(f"stop at {unit} {hook['stop']}")
+    return ', '.join(parts)
+
+
 def plain_config(task: Task, setup: dict, role: str, work: str, length: int) -> str:
     """Writes the config of a teacher or a baseline student."""
     hooks = dict(logger=dict(interval=50), checkpoint=None)
@@ -182,8 +402,12 @@ def plain_config(task: Task, setup: dict, role: str, work: str, length: int) -> 
 
 
 def distill_config(task: Task, method_cfg: str, student_cfg: str, teacher_cfg: str,
-                   teacher_ckpt: str, path: str) -> str:
-    """Writes the config of the student distilled with ``method_cfg``'s settings."""
+                   teacher_ckpt: str, path: str, length: int,
+                   hooks: Optional[List[dict]] = None) -> str:
+    """Writes the config of the student distilled with ``method_cfg``'s settings: its
+    distiller settings and its ``DistillLossScheduleHook`` scaled to ``length`` (the student's
+    epochs, or iterations if not ``task.by_epoch``; ``hooks``: already scaled)."""
+    from mmengine.config import Config
     settings = distiller_settings(method_cfg)
     model = dict(_delete_=True, **settings, student=student_cfg)
     if 'LightSKD' in settings['type']:  # self-distillation: no teacher
@@ -192,15 +416,71 @@ def distill_config(task: Task, method_cfg: str, student_cfg: str, teacher_cfg: s
             settings.get('aux_stage', 1)))
     else:
         model.update(teacher=teacher_cfg, teacher_ckpt=teacher_ckpt)
-    return write_config(path, student_cfg, {
+    overrides = {
         'custom_imports': dict(imports=['mmkd'], allow_failed_imports=False),
         'model': model
-    })
+    }
+    if hooks is None:
+        hooks = schedule_hooks(method_cfg, length, task.by_epoch)
+    if hooks:
+        overrides['custom_hooks'] = list(Config.fromfile(student_cfg).get('custom_hooks', None)
+                                         or []) + hooks
+    return write_config(path, student_cfg, overrides)
+
+
+def paired_start(seed: int):
+    """A hook that makes the runs of one seed start alike, and fingerprints their start.
+
+    Registered last in ``before_run``, it sets the seed again just before the runner
+    initialises the weights, so that the student's initialisation does not depend on what
+    was built after it (a teacher, an auxiliary head). Its ``fingerprints`` hold an MD5 of
+    the student's weights when training starts (``student_init``) and of every training
+    batch as loaded, before preprocessing (``train_data``: their order and augmentation).
+    """
+    return _paired_start_class()(seed)
+
+
+@functools.cache
+def _paired_start_class() -> type:
+    # mmengine.hooks imports mmengine.runner (seconds): only when training.
+    from mmengine.hooks import Hook
+    from mmengine.runner.utils import set_random_seed
+
+    class PairedStart(Hook):
+        priority = 'LOWEST'
+
+        def __init__(self, seed: int) -> None:
+            self.seed = seed
+            self.data = hashlib.md5()
+            self.fingerprints: Dict[str, str] = {}
+
+        def before_run(self, runner) -> None:
+            set_random_seed(self.seed)
+
+        def before_train(self, runner) -> None:
+            model = getattr(runner.model, 'module', runner.model)
+            student = getattr(model, 'student', model)
+            init = hashlib.md5()
+            for key, value in sorted(student.state_dict().items()):
+                init.update(key.encode())
+                init.update(value.detach().cpu().contiguous().numpy().tobytes())
+            self.fingerprints['student_init'] = init.hexdigest()[:12]
+
+        def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+            inputs = data_batch['inputs'] if isinstance(data_batch, dict) else data_batch
+            for x in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
+                self.data.update(x.detach().cpu().contiguous().numpy().tobytes())
+
+        def after_train(self, runner) -> None:
+            self.fingerprints['train_data'] = self.data.hexdigest()[:12]
+
+    return PairedStart
 
 
 def train_eval(config: str, work_dir: str, seed: int, name: str,
-               save: Optional[str] = None) -> Dict[str, float]:
-    """Trains ``config`` in this process, evaluates it once; returns the metrics.
+               save: Optional[str] = None) -> Tuple[Dict[str, float], Dict[str, str]]:
+    """Trains ``config`` in this process, evaluates it once; returns the metrics and the
+    :func:`paired_start` fingerprints of the run.
 
     The run's own output (MMEngine's log, pycocotools' tables) goes to
     ``work_dir/run.log``; on failure its end is shown with the error.
@@ -213,10 +493,12 @@ def train_eval(config: str, work_dir: str, seed: int, name: str,
     cfg.experiment_name = f'{name}_{time.time_ns()}'  # unique: no shared logger / scope
     os.makedirs(work_dir, exist_ok=True)
     log_path = osp.join(work_dir, 'run.log')
+    start = paired_start(seed)
     with open(log_path, 'w') as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
         try:
             runner = Runner.from_cfg(cfg)
+            runner.register_hook(start)
             runner.train()
             metrics = runner.val_loop.run()
             if save:
@@ -226,7 +508,7 @@ def train_eval(config: str, work_dir: str, seed: int, name: str,
             log.flush()
             tail = open(log_path).read()[-3000:]
             raise RuntimeError(f'{name} failed: {e}\n--- end of {log_path} ---\n{tail}') from e
-    return {k: float(v) for k, v in metrics.items()}
+    return {k: float(v) for k, v in metrics.items()}, start.fingerprints
 
 
 def run_task(task: Task, work: str, methods: Optional[Sequence[str]], seeds: Sequence[int],
@@ -250,50 +532,98 @@ def run_task(task: Task, work: str, methods: Optional[Sequence[str]], seeds: Seq
         if method == 'teacher' and osp.exists(teacher_ckpt):
             os.remove(teacher_ckpt)  # its result line was lost: train it again
         run_dir = osp.join(work, f'{method}_seed{seed}')
-        if cfg is None:
-            cfg = student_cfg if method == 'baseline' else distill_config(
-                task, configs[method], student_cfg, teacher_cfg, teacher_ckpt,
-                osp.join(work, f'{method}.py'))
+        schedule = ''
+        if cfg is None and method == 'baseline':
+            cfg = student_cfg
+        elif cfg is None:
+            hooks = schedule_hooks(configs[method], setup['length'], task.by_epoch)
+            schedule = describe_schedule(hooks)
+            cfg = distill_config(task, configs[method], student_cfg, teacher_cfg, teacher_ckpt,
+                                 osp.join(work, f'{method}.py'), setup['length'], hooks)
         print(f'[{task.name}] {method} (seed {seed}) ...', end=' ', flush=True)
         start = time.time()
-        metrics = train_eval(cfg, run_dir, seed, f'{task.name}_{method}_{seed}',
-                             save=teacher_ckpt if method == 'teacher' else None)
+        metrics, fingerprints = train_eval(cfg, run_dir, seed, f'{task.name}_{method}_{seed}',
+                                           save=teacher_ckpt if method == 'teacher' else None)
         row = dict(task=task.name, method=method, seed=seed,
                    value=metrics[task.metric] * task.scale, protocol=protocol,
-                   minutes=(time.time() - start) / 60, config=osp.relpath(cfg, work))
+                   minutes=(time.time() - start) / 60, config=osp.relpath(cfg, work),
+                   schedule=schedule, version=VERSION, **fingerprints)
         print(f"{task.unit} {row['value']:.2f} ({row['minutes']:.1f} min)", flush=True)
         done[key] = row
         with open(results_file, 'a') as f:
             f.write(json.dumps(row) + '\n')
 
 
+def _signed(x: float) -> str:
+    return f'{x:+.2f}'
+
+
 def summarise(rows: List[dict], tasks: Sequence[str]) -> str:
-    """The Markdown report: one table per task."""
+    """The Markdown report: per task, a table (each arm's mean ± std over seeds; each
+    method's paired difference to the baseline with its 95% CI and verdict) and the smallest
+    detectable difference (see the module's docstring)."""
     out = []
     for name in tasks:
         task = TASKS[name]
         mine = [r for r in rows if r['task'] == name]
         if not mine:
             continue
-        base = {r['seed']: r['value'] for r in mine if r['method'] == 'baseline'}
-        base_mean = statistics.mean(base.values()) if base else float('nan')
+        by_method: Dict[str, Dict[int, dict]] = {}
+        for r in mine:
+            by_method.setdefault(r['method'], {})[r['seed']] = r
+        base = {s: r['value'] for s, r in by_method.get('baseline', {}).items()}
         out += [f'### {task.title}', '',
-                f'| method | {task.unit}: mean ± std | min - max | vs baseline | '
-                'beats baseline | seeds | min / run |', '|---|---|---|---|---|---|---|']
-        methods = list(dict.fromkeys(r['method'] for r in mine))
-        for m in methods:
-            vals = [r['value'] for r in mine if r['method'] == m]
-            seeds = [r['seed'] for r in mine if r['method'] == m]
+                f'| method | {task.unit}: mean ± std | seeds | paired diff. to baseline | '
+                '95% CI | verdict | beats baseline | min / run |',
+                '|---|---|---|---|---|---|---|---|']
+        summaries, unpaired, schedules = [], [], []
+        for m, runs in by_method.items():
+            vals = [r['value'] for r in runs.values()]
             mean = statistics.mean(vals)
             std = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            wins = sum(1 for r in mine if r['method'] == m and r['seed'] in base and
-                       r['value'] > base[r['seed']])
-            gain = '' if m in ('teacher', 'baseline') else f'{mean - base_mean:+.2f}'
-            beats = '' if m in ('teacher', 'baseline') else f'{wins}/{len(vals)}'
-            minutes = statistics.mean(r['minutes'] for r in mine if r['method'] == m)
-            out.append(f'| {m} | {mean:.2f} ± {std:.2f} | {min(vals):.2f} - {max(vals):.2f} | '
-                       f'{gain} | {beats} | {len(seeds)} | {minutes:.1f} |')
+            minutes = statistics.mean(r['minutes'] for r in runs.values())
+            cells = [''] * 4
+            if m not in ('teacher', 'baseline'):
+                p = paired_summary(base, {s: r['value'] for s, r in runs.items()})
+                summaries.append(p)
+                ci = (f'{_signed(p["ci"][0])} to {_signed(p["ci"][1])}' if p['ci'] else
+                      p['verdict'][len('no CI: '):])
+                verdict = 'no CI' if p['ci'] is None else p['verdict']
+                cells = ['' if p['mean'] is None else _signed(p['mean']), ci, verdict,
+                         f"{p['wins']}/{p['n']}"]
+                for s in p['seeds']:
+                    a, b = by_method['baseline'][s], runs[s]
+                    if any(a.get(k) != b.get(k) for k in ('student_init', 'train_data')):
+                        unpaired.append(f'{m} seed {s}')
+                if any(r.get('schedule') for r in runs.values()):
+                    schedules.append(f"{m} ({next(iter(runs.values())).get('schedule')})")
+            out.append(f'| {m} | {mean:.2f} ± {std:.2f} | {len(vals)} | ' + ' | '.join(cells) +
+                       f' | {minutes:.1f} |')
         out.append('')
+        n = max((p['n'] for p in summaries), default=0)
+        sd = pooled_sd(summaries)
+        mdd = None if sd is None else min_detectable_difference(sd, n)
+        if mdd is None:
+            out.append(f'Smallest detectable difference: none with {n} paired seed(s) (needs 2 '
+                       'or more).')
+        else:
+            out.append(f'Smallest detectable difference: {mdd:.2f} ({task.unit.split(" ")[0]}; '
+                       f'n = {n} seeds, pooled sd of the paired differences {sd:.2f}; '
+                       f'(t(0.975, n-1) + t(0.80, n-1)) · sd / √n: a two-sided 5% paired test '
+                       f'with 80% power).')
+        if schedules:
+            out.append('Distillation-loss schedules (the configs\' DistillLossScheduleHook, '
+                       'scaled): ' + '; '.join(schedules) + '.')
+        if unpaired:
+            out.append('**Warning**: these runs do not share the initial student or the training '
+                       'batches of the baseline of their seed: ' + ', '.join(unpaired) + '.')
+        out.append('')
+    if out:
+        out += ['Paired diff.: the method minus the baseline of the same seed (same initial '
+                'student, same training batches), averaged over the seeds both have; 95% CI: '
+                'mean ± t(0.975, n-1) · sd / √n; verdict: helps / hurts if the whole CI is '
+                'above / below 0, otherwise no detectable effect; beats baseline: pairs where '
+                'the method is higher.', '']
     return '\n'.join(out)
 
 
@@ -348,10 +678,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     results_file = osp.join(work, 'results.jsonl')
     done: Dict[tuple, dict] = {}
     if osp.exists(results_file):
+        old = 0
         for line in open(results_file):
             r = json.loads(line)
+            if r.get('version') != VERSION:
+                old += 1
+                continue
             done[(r['protocol'], r['task'], r['method'], r['seed'])] = r
-        print(f'{len(done)} runs already in {results_file}: skipping them')
+        print(f'{len(done)} runs already in {results_file}: skipping them' +
+              (f' ({old} of an earlier protocol version ignored)' if old else ''))
     start = time.time()
     for name in args.tasks:
         seeds = args.seeds or (1 if args.quick else (2 if name == 'det' else 3))
