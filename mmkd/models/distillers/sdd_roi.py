@@ -198,7 +198,7 @@ class SeparableGradRoIAlign(torch.autograd.Function):
 
 
 def roi_align_grad(grad: Tensor, rois: Tensor, layer: nn.Module,
-                   feat_shape: Tuple[int, ...], chunk: int = 1 << 23) -> Tensor:
+                   feat_shape: Tuple[int, ...], chunk: int = 1 << 24) -> Tensor:
     """The gradient of mmcv's ``RoIAlign`` (``'avg'``) with respect to its input.
 
     mmcv averages, in each output bin, bilinear samples on a ``gh x gw`` grid
@@ -208,17 +208,17 @@ def roi_align_grad(grad: Tensor, rois: Tensor, layer: nn.Module,
     is ``out[n, c] = Ay[n] @ feat[b_n, c] @ Ax[n]^T`` with ``(out_h, H)`` row and
     ``(out_w, W)`` column matrices, and the gradient is
     ``sum_n Ay[n]^T @ grad[n, c] @ Ax[n]``: two batched matrix products on each
-    RoI's window of the map (the columns of ``Ay[n]`` / ``Ax[n]`` that are not 0)
-    and one ``index_add_``. RoIs are grouped by window size (rounded up to 4),
-    ``chunk`` elements of windows at a time. Equal to mmcv's CPU backward up to
-    float rounding (mmcv divides by ``gh * gw`` once, here by ``gh`` and ``gw``).
+    RoI's window of the map (the columns of ``Ay[n]`` / ``Ax[n]`` that are not 0),
+    then a scatter-add of the windows. RoIs are grouped by window size (rounded up
+    to 8 pixels), at most ``chunk`` window elements at a time. Equal to mmcv's CPU
+    backward up to float rounding.
 
     Args:
         grad (Tensor): Gradient of the output ``(R, C, out_h, out_w)``.
         rois (Tensor): ``(R, 5)`` RoIs (batch index, x1, y1, x2, y2) of the forward.
         layer (nn.Module): The mmcv ``RoIAlign`` of the forward.
         feat_shape (tuple): Shape ``(B, C, H, W)`` of its input.
-        chunk (int): Window elements per step. Defaults to ``2 ** 23``.
+        chunk (int): Window elements per step. Defaults to ``2 ** 24``.
 
     Returns:
         Tensor: The gradient of the input, ``(B, C, H, W)``.
@@ -234,54 +234,50 @@ def roi_align_grad(grad: Tensor, rois: Tensor, layer: nn.Module,
     # a channels-last map with room for every window beyond its bottom-right edge
     height, width = h + int(rows.span.max()), w + int(cols.span.max())
     out = grad.new_zeros(b * height * width, c)
-    key, order = torch.sort((rows.span + 3) // 4 * (w + 4) + (cols.span + 3) // 4)
-    start = 0
-    for size in torch.unique_consecutive(key, return_counts=True)[1].tolist():
-        group = order[start:start + size]
+    corner = (rois[:, 0].long() * height + rows.start) * width + cols.start  # (R,)
+    key, order = torch.sort((rows.span + 7) // 8 * (w + 8) + (cols.span + 7) // 8)
+    for group in order.split(torch.unique_consecutive(key, return_counts=True)[1].tolist()):
         kh, kw = int(rows.span[group].max()), int(cols.span[group].max())
-        step = max(1, chunk // (c * kh * kw))
-        for index in group.split(step):
+        pixel = torch.arange(kh, device=grad.device)[:, None] * width + torch.arange(
+            kw, device=grad.device)
+        for index in group.split(max(1, chunk // (c * kh * kw))):
             n = len(index)
-            a_y, a_x = rows.window(index, kh), cols.window(index, kw)  # (n, out, k)
-            g = grad[index].transpose(1, 2).reshape(n, out_h, c * out_w)
-            u = (a_y.transpose(1, 2) @ g).reshape(n, kh * c, out_w) @ a_x  # (n, kh c, kw)
-            u = u.reshape(n, kh, c, kw).transpose(2, 3).reshape(-1, c)  # (n kh kw, C)
-            offset = (rois[index, 0].long() * height + rows.start[index]) * width + \
-                cols.start[index]
-            pixel = torch.arange(kh, device=grad.device)[:, None] * width + torch.arange(
-                kw, device=grad.device)
-            out.index_add_(0, (offset[:, None, None] + pixel).flatten(), u)
-        start += size
+            g = torch.index_select(grad.transpose(1, 2), 0, index)  # (n, out_h, C, out_w)
+            u = rows.window(index, kh).transpose(1, 2) @ g.reshape(n, out_h, c * out_w)
+            u = cols.window(index, kw).transpose(1, 2)[:, None] @ \
+                u.reshape(n, kh, c, out_w).transpose(2, 3)  # (n, kh, kw, C)
+            # index_put_ accumulates serially (index_add_ is slow with threads on a busy CPU)
+            out.index_put_(((corner[index, None, None] + pixel).flatten(), ), u.reshape(-1, c),
+                           accumulate=True)
     return out.view(b, height, width, c)[:, :h, :w].permute(0, 3, 1, 2).contiguous()
 
 
 class _AxisSamples(NamedTuple):
     """RoIAlign's samples along one axis, ``(R, out, g)`` (``g`` the largest grid)."""
 
-    #: The lower of the two neighbouring pixels, from the window start (0 if unused).
-    low: Tensor
-    #: Their weights, divided by the grid size (0 for samples that mmcv skips).
-    w_low: Tensor
-    w_high: Tensor
+    #: Positions, clamped to the map as mmcv clamps them.
+    pos: Tensor
+    #: ``1 / grid`` for the samples that mmcv takes, 0 for those it skips.
+    scale: Tensor
     #: ``(R,)`` first pixel and number of pixels of each RoI's window.
     start: Tensor
     span: Tensor
 
     def window(self, index: Tensor, size: int) -> Tensor:
-        """The ``(n, out, size)`` weight matrices of RoIs ``index`` on their windows."""
-        low = self.low[index]
-        weights = self.w_low.new_zeros(*low.shape[:2], size + 1)
-        weights.scatter_add_(2, low, self.w_low[index])
-        weights.scatter_add_(2, low + 1, self.w_high[index])
-        return weights[..., :size]
+        """The ``(n, out, size)`` weight matrices of RoIs ``index`` on their windows:
+        a sample at ``pos`` weighs ``max(0, 1 - |pos - pixel|)`` on each pixel."""
+        pixel = self.start[index, None, None, None] + torch.arange(
+            size, dtype=self.pos.dtype, device=self.pos.device)
+        hat = (1 - (self.pos[index][..., None] - pixel).abs()).clamp(min=0)
+        return (self.scale[index][..., None] * hat).sum(2)
 
 
 def _axis_samples(edge: Tensor, extent: Tensor, bins: int, sampling_ratio: int,
                   length: int) -> _AxisSamples:
     """mmcv's RoIAlign samples along one axis (as in ``roi_align.cpp``): bin ``p``,
     sample ``i`` at ``edge + p * bin + (i + 0.5) * bin / grid``; skipped below -1 or
-    beyond ``length``; clamped to ``[0, length - 1]``; linear weights on the two
-    neighbouring pixels (the last pixel alone at the far edge)."""
+    beyond ``length``, clamped to ``[0, length - 1]``; linear interpolation between
+    the two neighbouring pixels."""
     grid = torch.full_like(extent, sampling_ratio) if sampling_ratio > 0 else \
         torch.ceil(extent / bins)
     count = grid.clamp(min=1)[:, None, None]
@@ -290,14 +286,9 @@ def _axis_samples(edge: Tensor, extent: Tensor, bins: int, sampling_ratio: int,
     i = torch.arange(max(int(grid.max()), 1), dtype=edge.dtype, device=edge.device)
     pos = (edge[:, None, None] + p * size) + (i + 0.5) * size / count  # (R, bins, g)
     used = (i < grid[:, None, None]) & (pos >= -1) & (pos <= length)
-    pos = pos.clamp(min=0)
-    low = pos.floor().clamp(max=length - 1)
-    frac = torch.where(pos >= length - 1, torch.zeros_like(pos), pos - low)
-    scale = used / count
-    low = low.long()
+    pos = pos.clamp(min=0, max=length - 1)
+    low = pos.floor().long()
     start = torch.where(used, low, length).flatten(1).amin(1)
-    stop = torch.where(used, (low + 1).clamp(max=length - 1), -1).flatten(1).amax(1)
+    stop = torch.where(used, pos.ceil().long(), -1).flatten(1).amax(1)
     start = torch.where(stop >= 0, start, 0)
-    low = torch.where(used, low - start[:, None, None], 0)
-    return _AxisSamples(low, (1 - frac) * scale, frac * scale, start,
-                        (stop - start + 1).clamp(min=1))
+    return _AxisSamples(pos, used / count, start, (stop - start + 1).clamp(min=1))
