@@ -5,8 +5,8 @@
 returned on one deterministic batch, recorded with the code as it was before a
 refactor (commit c6cd37d; configs added later: recorded when they were added,
 the RTMDet and LD configs with --write --out and merged). A change that alters
-what a config computes fails here; a shipped distiller config without a recorded entry, a stale entry, or different
-loss keys fail too.
+what a config computes fails here; a shipped distiller config without a recorded
+entry, a stale entry, or different loss keys fail too.
 
 The models are the configs' own (real depths and widths; teacher from its config),
 built with ``teacher_ckpt=None`` and no pretrained ``init_cfg`` (no downloads),
