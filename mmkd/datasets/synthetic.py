@@ -81,14 +81,15 @@ def _background(rng: np.random.Generator, h: int, w: int) -> Image.Image:
     return Image.fromarray(np.clip(np.asarray(img, np.float64) + fine, 0, 255).astype(np.uint8))
 
 
-def _place_objects(rng: np.random.Generator, h: int, w: int, num: int,
-                   num_classes: int) -> List[dict]:
-    """Non-overlapping objects: class, polygon, bbox (x1, y1, x2, y2)."""
+def _place_objects(rng: np.random.Generator, h: int, w: int, num: int, num_classes: int,
+                   radius: Tuple[float, float] = (0.08, 0.22)) -> List[dict]:
+    """Non-overlapping objects: class, polygon, bbox (x1, y1, x2, y2); circumradius
+    ``radius`` (a range, times min(h, w))."""
     objs: List[dict] = []
     for _ in range(num * 20):
         if len(objs) == num:
             break
-        r = rng.uniform(0.08, 0.22) * min(h, w)
+        r = rng.uniform(*radius) * min(h, w)
         cx, cy = rng.uniform(r + 1, w - r - 1), rng.uniform(r + 1, h - r - 1)
         label = int(rng.integers(num_classes))
         poly = shape_polygon(SHAPE_CLASSES[label], cx, cy, r, rng.uniform(0, 2 * math.pi))
@@ -179,11 +180,16 @@ def _polygon_area(poly: Sequence[Tuple[float, float]]) -> float:
 
 def make_seg(root: str, num_train: int = 32, num_val: int = 8, img_size: Tuple[int, int] = (
         128, 256), max_objects: int = 5, num_classes: int = len(SHAPE_CLASSES),
-             seed: int = 0) -> Dict[str, object]:
+             seed: int = 0, radius: Tuple[float, float] = (0.08, 0.22)) -> Dict[str, object]:
     """Writes an mmseg-format semantic-segmentation set (Cityscapes-like 1:2 images).
 
     Label 0 is background, ``i + 1`` the i-th shape, 255 a one-pixel band
     around each shape (ignored, like Cityscapes' void).
+
+    Args:
+        radius (tuple[float, float]): Range of the shapes' circumradius, as a
+            fraction of min(h, w). Defaults to (0.08, 0.22). Larger shapes
+            (e.g. (0.15, 0.35)) are learnt from scratch within minutes.
 
     Returns:
         dict: ``data_root``, ``img_dir``, ``ann_dir`` (``{split}`` to format),
@@ -195,7 +201,8 @@ def make_seg(root: str, num_train: int = 32, num_val: int = 8, img_size: Tuple[i
         os.makedirs(osp.join(root, 'img_dir', split), exist_ok=True)
         os.makedirs(osp.join(root, 'ann_dir', split), exist_ok=True)
         for i in range(num):
-            objs = _place_objects(rng, h, w, int(rng.integers(1, max_objects + 1)), num_classes)
+            objs = _place_objects(rng, h, w, int(rng.integers(1, max_objects + 1)), num_classes,
+                                  radius)
             render(rng, h, w, objs).save(osp.join(root, 'img_dir', split, f'{split}_{i:05d}.png'))
             label = Image.new('L', (w, h), 0)
             draw = ImageDraw.Draw(label)
