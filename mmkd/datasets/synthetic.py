@@ -12,6 +12,13 @@ background, written in the layouts that mmdet, mmseg and mmpretrain read:
   Cityscapes void label).
 * ``cls``: an image folder ``{train,val}/<class>/*.png`` with one shape per
   image, for mmpretrain's ``CustomDataset``.
+* ``cls_fine``: the same layout with 20 partly confusable classes, colour family x
+  shape (``red_circle`` ... ``green_star``; :func:`make_cls_fine`): 5 shape
+  superclasses, of which circle / hexagon / square and cross / star are alike at
+  32 x 32, times 4 neighbouring hue families (red, orange, yellow, green, 30 degrees
+  apart, hue jitter sd 7.5 degrees: about 3.4 % of the objects lie nearer another
+  family's hue), so that a teacher's soft labels carry class similarities ("dark
+  knowledge", as on CIFAR-100 / ImageNet). ``cls`` is easy (6 shapes, random colour).
 
 Everything is deterministic by ``seed``: the same call writes byte-identical
 files. Objects of one image never overlap, so every instance mask is exact.
@@ -23,6 +30,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import colorsys
 import json
 import math
 import os
@@ -100,6 +108,16 @@ def _place_objects(rng: np.random.Generator, h: int, w: int, num: int, num_class
             continue
         objs.append(dict(label=label, polygon=poly, bbox=box))
     return objs
+
+
+#: Shapes of :func:`make_cls_fine`, in superclass order (alike ones next to each other).
+FINE_SHAPES: Tuple[str, ...] = ('circle', 'hexagon', 'square', 'cross', 'star')
+#: Colour families of :func:`make_cls_fine` and their hue centres (HSV, degrees).
+FINE_HUES: Dict[str, float] = {'red': 0.0, 'orange': 30.0, 'yellow': 60.0, 'green': 90.0}
+#: Standard deviation of the object hue around its family's centre (degrees).
+FINE_HUE_SD: float = 7.5
+#: The classes of :func:`make_cls_fine`, ``<colour>_<shape>``, sorted (label order).
+FINE_CLASSES: Tuple[str, ...] = tuple(sorted(f'{c}_{s}' for c in FINE_HUES for s in FINE_SHAPES))
 
 
 def render(rng: np.random.Generator, h: int, w: int, objs: Sequence[dict]) -> Image.Image:
@@ -243,18 +261,83 @@ def make_cls(root: str, num_train: int = 96, num_val: int = 24, img_size: Tuple[
                 classes=tuple(sorted(classes)))
 
 
+def fine_object_color(rng: np.random.Generator, hue: float) -> Tuple[Tuple[int, int, int], float]:
+    """An RGB colour of a :func:`make_cls_fine` object of the family centred at ``hue``
+    (degrees): hue jittered with sd :data:`FINE_HUE_SD`, saturation in [0.6, 1], value in
+    [0.65, 1]. Returns the colour and its hue (degrees, in [0, 360))."""
+    h = (hue + rng.normal(0, FINE_HUE_SD)) % 360
+    s, v = rng.uniform(0.6, 1.0), rng.uniform(0.65, 1.0)
+    rgb = colorsys.hsv_to_rgb(h / 360, s, v)
+    return tuple(int(round(255 * c)) for c in rgb), h
+
+
+def fine_image(rng: np.random.Generator, h: int, w: int, shape: str,
+               hue: float) -> Tuple[Image.Image, List[Tuple[float, float]], float]:
+    """One :func:`make_cls_fine` image: a ``shape`` of the colour family centred at ``hue``
+    over a random texture. Returns the image, the shape's polygon and the drawn hue."""
+    r = rng.uniform(0.25, 0.42) * min(h, w)
+    cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
+    poly = shape_polygon(shape, cx, cy, r, rng.uniform(0, 2 * math.pi))
+    color, drawn = fine_object_color(rng, hue)
+    img = _background(rng, h, w)
+    ImageDraw.Draw(img).polygon(poly, fill=color)
+    return img.filter(ImageFilter.GaussianBlur(0.6)), poly, drawn
+
+
+def make_cls_fine(root: str, num_train: int = 400, num_val: int = 100,
+                  img_size: Tuple[int, int] = (32, 32), seed: int = 0) -> Dict[str, object]:
+    """Writes a 20-class image-folder classification set ``{split}/<class>/*.png`` whose
+    classes are partly confusable, so that a teacher's soft labels carry class
+    similarities (the "dark knowledge" of CIFAR-100 / ImageNet), unlike :func:`make_cls`.
+
+    Classes: colour family x shape, named ``<colour>_<shape>`` (:data:`FINE_CLASSES`),
+
+    * 5 shapes, the superclasses (:data:`FINE_SHAPES`): circle, hexagon, square, cross,
+      star. At 32 x 32 with a blur, a hexagon is close to a circle and, turned, to a
+      square; a cross and a star are both spiky (thin arms vs five points);
+    * 4 colour families (:data:`FINE_HUES`): red, orange, yellow, green with hue centres
+      0, 30, 60, 90 degrees. The object hue is drawn around its centre with sd
+      :data:`FINE_HUE_SD` = 7.5 degrees (half the gap), so neighbouring families overlap:
+      a hue is more than 15 degrees off its centre towards a neighbour with probability
+      2.3 % per side, i.e. about 3.4 % of all objects (4.6 % of orange and yellow,
+      2.3 % of red and green, which have one neighbour) are genuinely ambiguous,
+      nearer another family's hue. Saturation (0.6-1) and value (0.65-1) are jittered
+      too, which makes dark orange vs red and yellow vs green harder still.
+
+    The background is the random texture of :func:`make_cls` (any colour). Classes are
+    balanced (image ``i`` has the ``i % 20``-th class); the same seed writes the same
+    files. Each image holds one shape of circumradius 25-42 % of the image side.
+
+    Returns:
+        dict: ``data_root``, ``train_prefix``, ``val_prefix``, ``classes`` (sorted: the
+        label order of an image-folder dataset), like :func:`make_cls`.
+    """
+    h, w = img_size
+    rng = np.random.default_rng(seed)
+    classes = FINE_CLASSES
+    for split, num in _split_names(num_train, num_val):
+        for c in classes:
+            os.makedirs(osp.join(root, split, c), exist_ok=True)
+        for i in range(num):
+            name = classes[i % len(classes)]
+            colour, shape = name.split('_')
+            img, _, _ = fine_image(rng, h, w, shape, FINE_HUES[colour])
+            img.save(osp.join(root, split, name, f'{split}_{i:05d}.png'))
+    return dict(data_root=root, train_prefix='train', val_prefix='val', classes=classes)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description='Write the synthetic shapes datasets.')
-    parser.add_argument('out', help='output folder; det/, seg/ and cls/ are made inside')
+    parser.add_argument('out', help='output folder; det/, seg/, cls/ (cls_fine/) are made inside')
     parser.add_argument('--tasks', nargs='+', default=['det', 'seg', 'cls'],
-                        choices=['det', 'seg', 'cls'])
+                        choices=['det', 'seg', 'cls', 'cls_fine'])
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--num-train', type=int, default=None,
                         help='training images per task (default: the task default)')
     parser.add_argument('--num-val', type=int, default=None)
     args = parser.parse_args(argv)
     sizes = {k: v for k, v in dict(num_train=args.num_train, num_val=args.num_val).items() if v}
-    makers = dict(det=make_det, seg=make_seg, cls=make_cls)
+    makers = dict(det=make_det, seg=make_seg, cls=make_cls, cls_fine=make_cls_fine)
     for task in args.tasks:
         info = makers[task](osp.join(args.out, task), seed=args.seed, **sizes)
         print(f'{task}: {info["data_root"]}')

@@ -1,4 +1,5 @@
 """The synthetic shapes generator: deterministic, valid, readable by the task packages."""
+import colorsys
 import filecmp
 import json
 import os
@@ -6,10 +7,26 @@ import os.path as osp
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter
 
-from mmkd.datasets import SEG_CLASSES, SHAPE_CLASSES, make_cls, make_det, make_seg
-from mmkd.datasets.synthetic import _polygon_area, shape_polygon
+from mmkd.datasets import (
+    FINE_CLASSES,
+    SEG_CLASSES,
+    SHAPE_CLASSES,
+    make_cls,
+    make_cls_fine,
+    make_det,
+    make_seg,
+)
+from mmkd.datasets.synthetic import (
+    FINE_HUE_SD,
+    FINE_HUES,
+    FINE_SHAPES,
+    _polygon_area,
+    fine_image,
+    fine_object_color,
+    shape_polygon,
+)
 
 
 def _same_tree(a, b):
@@ -19,7 +36,7 @@ def _same_tree(a, b):
         _same_tree(osp.join(a, sub), osp.join(b, sub))
 
 
-@pytest.mark.parametrize('maker', [make_det, make_seg, make_cls])
+@pytest.mark.parametrize('maker', [make_det, make_seg, make_cls, make_cls_fine])
 def test_deterministic_by_seed(tmp_path, maker):
     maker(str(tmp_path / 'a'), num_train=3, num_val=2, seed=3)
     maker(str(tmp_path / 'b'), num_train=3, num_val=2, seed=3)
@@ -117,3 +134,90 @@ def test_cls_classes_are_in_label_order(cls_data):
         info = ds.get_data_info(i)
         folder = osp.basename(osp.dirname(info['img_path']))
         assert ds.metainfo['classes'][info['gt_label']] == folder
+
+
+def _hue_distance(a, b):
+    """Distance of hues in degrees on the hue circle."""
+    return np.abs((np.asarray(a) - np.asarray(b) + 180) % 360 - 180)
+
+
+@pytest.fixture(scope='module')
+def fine_data(tmp_path_factory):
+    """The 20-class set: 2 train / 1 val images per class."""
+    return make_cls_fine(str(tmp_path_factory.mktemp('fine')), num_train=40, num_val=20, seed=0)
+
+
+def test_cls_fine_classes_balanced_and_readable(fine_data):
+    from mmpretrain.datasets import CustomDataset
+    root = fine_data['data_root']
+    classes = list(fine_data['classes'])
+    assert classes == sorted(classes) == list(FINE_CLASSES) and len(classes) == 20
+    assert {tuple(c.split('_')) for c in classes} == {(c, s) for c in FINE_HUES
+                                                      for s in FINE_SHAPES}
+    assert 'red_circle' in classes
+    for split, per_class in [('train', 2), ('val', 1)]:
+        assert sorted(os.listdir(osp.join(root, split))) == classes
+        for c in classes:
+            names = os.listdir(osp.join(root, split, c))
+            assert len(names) == per_class
+            for n in names:
+                img = Image.open(osp.join(root, split, c, n))
+                assert img.size == (32, 32) and img.mode == 'RGB'
+    ds = CustomDataset(data_root=root, data_prefix='train', with_label=True,
+                       metainfo=dict(classes=fine_data['classes']), pipeline=[])
+    assert len(ds) == 40
+    for i in range(len(ds)):
+        info = ds.get_data_info(i)
+        assert ds.metainfo['classes'][info['gt_label']] == osp.basename(
+            osp.dirname(info['img_path']))
+
+
+def test_cls_fine_shape_pixels_have_the_class_hue():
+    """Inside the drawn polygon (away from the blurred border) the pixels have the drawn
+    hue, and the drawn hue lies near the family's centre."""
+    rng = np.random.default_rng(0)
+    for k in range(40):
+        shape = FINE_SHAPES[k % len(FINE_SHAPES)]
+        family = list(FINE_HUES)[k % len(FINE_HUES)]
+        img, poly, hue = fine_image(rng, 32, 32, shape, FINE_HUES[family])
+        mask = Image.new('L', (32, 32), 0)
+        ImageDraw.Draw(mask).polygon(poly, fill=255)
+        inner = np.asarray(mask.filter(ImageFilter.MinFilter(5))) > 0
+        assert inner.sum() >= 10
+        rgb = np.median(np.asarray(img, np.float64)[inner], axis=0) / 255
+        h, s, v = colorsys.rgb_to_hsv(*rgb)
+        assert _hue_distance(h * 360, hue) < 2
+        assert s >= 0.55 and v >= 0.6
+        assert _hue_distance(hue, FINE_HUES[family]) < 5 * FINE_HUE_SD
+
+
+def test_cls_fine_written_images_are_of_their_colour_family(fine_data):
+    """In the files, most saturated pixels are of the class's colour family (the
+    background is random, and a few percent of the objects are ambiguous)."""
+    root = fine_data['data_root']
+    centres = np.array(list(FINE_HUES.values()))
+    hits = total = 0
+    for c in fine_data['classes']:
+        for split in ('train', 'val'):
+            for n in os.listdir(osp.join(root, split, c)):
+                hsv = np.asarray(Image.open(osp.join(root, split, c, n)).convert('HSV'),
+                                 np.float64)
+                sat = (hsv[..., 1] > 127) & (hsv[..., 2] > 140)
+                d = _hue_distance(hsv[..., 0][sat][:, None] * 360 / 255, centres[None])
+                family = list(FINE_HUES)[int((d < 15).sum(0).argmax())]
+                hits += family == c.split('_')[0]
+                total += 1
+    assert total == 60 and hits >= 0.8 * total
+
+
+def test_cls_fine_ambiguity_rate():
+    """About 3.4 % of the object hues lie nearer another family's centre."""
+    rng = np.random.default_rng(0)
+    centres = np.array(list(FINE_HUES.values()))
+    wrong = 0
+    n = 8000
+    for k in range(n):
+        own = k % len(centres)
+        _, hue = fine_object_color(rng, centres[own])
+        wrong += int(_hue_distance(hue, centres).argmin()) != own
+    assert 0.025 < wrong / n < 0.045
