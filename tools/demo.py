@@ -1,18 +1,26 @@
-"""mmkd in minutes on a CPU: teacher, baseline student and distilled student.
+"""mmkd in minutes on a CPU: teacher, baseline student and distilled student(s).
 
 Generates the synthetic shapes dataset (COCO format), trains a Faster R-CNN
-teacher (ResNet-50 FPN), then the same ResNet-18 FPN student twice, without
-and with distillation (ReKD by default), evaluates all three with mmdet's COCO
-metric, prints a table and writes a plot of the loss curves and the mAPs.
-Every artefact lands in one work directory, named at the end. All training
-goes through ``tools/train.py`` and ``tools/test.py``, as a user runs them.
-The models are trained from scratch with :mod:`mmkd.recipes` (AdamW,
-64-channel FPN); the distiller takes the settings of
-``configs/<method>/faster-rcnn_*.py``. The work directory defaults to
-``work_dirs/demo`` of the current directory, as ``tools/train.py``'s do.
+teacher (ResNet-50 FPN), then the same ResNet-18 FPN student without
+distillation (the baseline) and with it (DIST by default: the method that
+showed a clear gain on this data; ``--method rekd`` for the flagship ReKD, or
+several methods at once), evaluates every model with mmdet's COCO metric and
+prints a table (bbox mAP, change vs the baseline student in mAP points,
+parameters, training time) and a few sentences computed from it: the gain or
+loss of each distilled student, the share of the teacher-student gap it
+closed, and that this is one seed (the accuracy benchmark measures seed
+noise). ``demo.png`` plots the students' task losses, the distillation
+loss(es) apart, and the mAPs. Every artefact lands in one work directory,
+named at the end. All training goes through ``tools/train.py`` and
+``tools/test.py``, as a user runs them. The models are trained from scratch
+with :mod:`mmkd.recipes` (AdamW, 64-channel FPN); the distiller takes the
+settings of ``configs/<method>/faster-rcnn_*.py``. The work directory defaults
+to ``work_dirs/demo`` of the current directory, as ``tools/train.py``'s do.
 
-    python tools/demo.py                      # ReKD, ~15 min on 2 CPU cores
-    python tools/demo.py --method dkd --quick # any method; --quick: a smoke run
+    python tools/demo.py                        # DIST, ~12 min on 2 idle CPU cores
+    python tools/demo.py --method rekd          # the flagship ReKD config instead
+    python tools/demo.py --method dist rekd     # several distilled students, one table
+    python tools/demo.py --method dkd --quick   # --quick: a smoke run of a few minutes
 """
 from __future__ import annotations
 
@@ -25,7 +33,7 @@ import subprocess
 import sys
 import time
 import warnings
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 from mmkd.datasets import det_overrides, make_det  # noqa: E402
@@ -41,6 +49,8 @@ from mmkd.resources import tools_dir  # noqa: E402
 #: Every method with a Faster R-CNN config; the demo takes its distiller settings.
 METHODS: Dict[str, str] = method_configs('*/faster-rcnn*_coco.py')
 FASTER_RCNN = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
+DEFAULT_METHOD = 'dist'
+TEACHER, STUDENT = 'teacher (R50)', 'student (R18)'
 
 
 def schedule(iters_per_epoch: int, epochs: int) -> dict:
@@ -76,13 +86,43 @@ def bbox_map(log_path: str) -> float:
     return float(found[-1])
 
 
-def loss_curve(work_dir: str, key: str = 'loss') -> List[float]:
+def train_log(work_dir: str) -> List[dict]:
+    """The training rows of the run's ``scalars.json`` (the logged iterations, in order)."""
     files = sorted(
         osp.join(d, f) for d, _, fs in os.walk(work_dir) for f in fs if f == 'scalars.json')
     if not files:
         return []
-    rows = [json.loads(line) for line in open(files[-1])]
-    return [r[key] for r in rows if key in r and 'iter' in r and 'coco/bbox_mAP' not in r]
+    rows = [json.loads(line) for line in open(files[-1]) if line.strip()]
+    return [r for r in rows if 'iter' in r and not any(k.startswith('coco/') for k in r)]
+
+
+def loss_keys(rows: List[dict]) -> List[str]:
+    """The logged ``loss_*`` keys (``loss`` itself, the total, is not one)."""
+    return sorted({k for r in rows for k in r if k.startswith('loss_')})
+
+
+def split_loss_keys(distilled: Sequence[str], baseline: Sequence[str],
+                    distill_names: Sequence[str]) -> Dict[str, List[str]]:
+    """The distilled student's loss keys: its own task losses and the distillation losses.
+
+    mmkd's distillers add ``loss_<name>`` (and, for some, ``loss_<name>_<part>``) for
+    every entry ``<name>`` of ``model.distill_losses`` to the student's own losses; a
+    key that the baseline student does not log is a distillation loss too.
+    """
+    def is_distill(key: str) -> bool:
+        return key not in baseline or any(
+            key == f'loss_{n}' or key.startswith(f'loss_{n}_') for n in distill_names)
+    distill = [k for k in distilled if is_distill(k)]
+    return dict(task=[k for k in distilled if k not in distill], distill=distill)
+
+
+def curves_of(rows: List[dict], keys: Dict[str, List[str]]) -> dict:
+    """Per logged iteration: the task loss (sum of the task keys), each distillation loss."""
+    rows = [r for r in rows if all(k in r for k in keys['task'] + keys['distill'])]
+    return dict(iter=[r['iter'] for r in rows],
+                task_loss=[sum(r[k] for k in keys['task']) for r in rows],
+                distill_loss={k: [r[k] for r in rows] for k in keys['distill']},
+                total_loss=[r.get('loss') for r in rows])
 
 
 def count_params(cfg_path: str, student_only: bool) -> int:
@@ -97,42 +137,130 @@ def count_params(cfg_path: str, student_only: bool) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def plot(rows: List[dict], curves: Dict[str, List[float]], out: str) -> Optional[str]:
+def points(value: float) -> str:
+    """A change of mAP (0-1) in mAP points with its sign: ``+1.9``, ``-0.4``, ``0.0``."""
+    p = round(100 * value, 1)
+    return '0.0' if p == 0 else f'{p:+.1f}'
+
+
+def add_gains(results: List[dict]) -> None:
+    """Adds ``gain_points`` (vs the baseline student) and, for the distilled
+    students, ``gap_closed`` (the share of the teacher-student gap; ``None``
+    when the teacher is not better than the student)."""
+    teacher = next(r['bbox_mAP'] for r in results if r['model'] == TEACHER)
+    student = next(r['bbox_mAP'] for r in results if r['model'] == STUDENT)
+    gap = teacher - student
+    for r in results:
+        r['gain_points'] = round(100 * (r['bbox_mAP'] - student), 1)
+        if r.get('method'):
+            r['gap_closed'] = (r['bbox_mAP'] - student) / gap if gap > 0 else None
+
+
+def table(results: List[dict]) -> str:
+    lines = ['| model | bbox mAP | vs student (mAP points) | params (M) | training time (min) |',
+             '|---|---|---|---|---|']
+    for r in results:
+        change = '(baseline)' if r['model'] == STUDENT else points(r['gain_points'] / 100)
+        lines.append(f"| {r['model']} | {r['bbox_mAP']:.3f} | {change} | {r['params_M']:.1f} "
+                     f"| {r['train_min']:.1f} |")
+    return '\n'.join(lines)
+
+
+def summary(results: List[dict], seed: int, quick: bool) -> str:
+    """Plain sentences computed from the measured numbers: per distilled student its
+    gain (or loss, or no change) over the baseline, the share of the teacher-student
+    gap it closed, its training-time overhead; then what one seed can and cannot say."""
+    teacher = next(r for r in results if r['model'] == TEACHER)
+    student = next(r for r in results if r['model'] == STUDENT)
+    gap = round(100 * (teacher['bbox_mAP'] - student['bbox_mAP']), 1)
+    t_pts, s_pts = 100 * teacher['bbox_mAP'], 100 * student['bbox_mAP']
+    out = []
+    for r in (r for r in results if r.get('method')):
+        g = r['gain_points']
+        if g > 0:
+            what = f'{points(g / 100)} mAP points over the same student trained alone'
+        elif g < 0:
+            what = f'{points(g / 100)} mAP points, below the same student trained alone'
+        else:
+            what = 'no change in mAP from the same student trained alone'
+        s = f"{r['model']}: {what} (student {s_pts:.1f}, teacher {t_pts:.1f})"
+        if gap > 0 and g > 0:
+            s += f"; it closed {100 * r['gap_closed']:.0f}% of the {gap:.1f}-point gap " \
+                 'between the student and the teacher'
+        elif gap > 0 and g < 0:
+            s += f"; the gap to the teacher grew from {gap:.1f} to {gap - g:.1f} points"
+        elif gap <= 0:
+            s += '; the teacher is not better than the student here, so there is no gap ' \
+                 'to close'
+        overhead = r['train_min'] / student['train_min'] - 1 if student['train_min'] else 0
+        out.append(f'{s}. Training time {100 * overhead:+.0f}%.')
+    methods = ' '.join(r['method'] for r in results if r.get('method'))
+    out.append(f'One seed (--seed {seed}): whether a gain is beyond seed-to-seed noise is what '
+               f'`python tools/analysis_tools/benchmark_accuracy.py --tasks det --methods '
+               f'{methods}` measures (paired 95% confidence intervals over seeds).')
+    if quick:
+        out.append('--quick is a smoke run: too little training for these mAPs to mean '
+                   'anything; run without --quick for the comparison.')
+    return '\n'.join(out)
+
+
+def plot(results: List[dict], curves: Dict[str, dict], out: str) -> Optional[str]:
+    """Task loss of the students | distillation loss(es) of the distilled ones | mAPs."""
     try:
         import matplotlib
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, curve in curves.items():
-        ax1.plot([10 * (i + 1) for i in range(len(curve))], curve, label=name)
+    colors = ['#555555', '#4c72b0', '#dd8452', '#55a868', '#c44e52', '#8172b2', '#937860']
+    color = {r['model']: colors[i % len(colors)] for i, r in enumerate(results)}
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4))
+    for name, c in curves.items():
+        ax1.plot(c['iter'], c['task_loss'], marker='.', label=name, color=color[name])
+        for key, series in c['distill_loss'].items():
+            label = f'{name}: {key}' if len(curves) > 2 or len(c['distill_loss']) > 1 else key
+            ax2.plot(c['iter'], series, marker='.', label=label, color=color[name])
     ax1.set_xlabel('iteration')
-    ax1.set_ylabel('total training loss')
-    ax1.set_title('Training loss')
+    ax1.set_ylabel('sum of the detector\'s own loss_* terms')
+    ax1.set_title('Task loss (the student\'s own losses)')
     ax1.legend()
-    names = [r['model'] for r in rows]
-    maps = [r['bbox_mAP'] for r in rows]
-    bars = ax2.bar(names, maps, color=['#555555', '#4c72b0', '#dd8452'])
-    ax2.bar_label(bars, fmt='%.3f')
-    ax2.set_ylabel('COCO bbox mAP (val)')
-    ax2.set_title('Synthetic shapes, COCO metric')
+    ax2.set_xlabel('iteration')
+    ax2.set_ylabel('distillation loss (as added to the total)')
+    ax2.set_title('Distillation loss (distilled student only)')
+    if ax2.lines:
+        ax2.legend()
+    names = [r['model'] for r in results]
+    bars = ax3.bar(names, [r['bbox_mAP'] for r in results], color=[color[n] for n in names])
+    ax3.bar_label(bars, fmt='%.3f')
+    ax3.set_ylabel('COCO bbox mAP (val)')
+    ax3.set_title('Synthetic shapes, COCO metric')
+    ax3.tick_params(axis='x', labelrotation=15)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
+    plt.close(fig)
     return out
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--method', default='rekd', choices=sorted(METHODS))
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n')[0],
+        epilog='Prints a table (bbox mAP, change vs the baseline student in mAP points, '
+        'params, training time) and the gain of each distilled student in words; writes '
+        'results.json, curves.json and demo.png in the work directory.')
+    parser.add_argument('--method', nargs='+', default=[DEFAULT_METHOD], choices=sorted(METHODS),
+                        metavar='METHOD',
+                        help=f'distillation method(s), each with the settings of its Faster '
+                        f'R-CNN config: {", ".join(sorted(METHODS))}; default '
+                        f'{DEFAULT_METHOD} (the clear gain on this data); rekd: the flagship')
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'demo'))
     parser.add_argument('--epochs', type=int, default=None,
                         help='student epochs (teacher: 2x); default 8, 1 with --quick')
     parser.add_argument('--num-train', type=int, default=None)
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--quick', action='store_true', help='a smoke run of a minute or two')
+    parser.add_argument('--quick', action='store_true', help='a smoke run of a few minutes')
     args = parser.parse_args(argv)
+    methods = list(dict.fromkeys(args.method))
     quick = args.quick
     epochs = args.epochs or (1 if quick else 8)
     num_train = args.num_train or (8 if quick else 160)
@@ -140,11 +268,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     batch = 4
     work = osp.abspath(args.work_dir)
     os.makedirs(work, exist_ok=True)
+    n_steps = 3 + len(methods)
 
-    print(f'mmkd demo: method {args.method}, work dir {work}', flush=True)
+    print(f'mmkd demo: method {" ".join(methods)}, work dir {work}', flush=True)
     info = make_det(osp.join(work, 'data'), num_train=num_train, num_val=num_val,
                     img_size=(128, 128), seed=args.seed)
-    print(f'1/4 generated {num_train} + {num_val} shapes images (COCO format) in {work}/data')
+    print(f'1/{n_steps} generated {num_train} + {num_val} shapes images (COCO format) in '
+          f'{work}/data')
     num_classes = len(info['classes'])
     iters = -(-num_train // batch)
     data = det_overrides(info, scale=(128, 128), batch_size=batch)
@@ -158,41 +288,54 @@ def main(argv: Optional[List[str]] = None) -> None:
                                {**data, **schedule(iters, epochs),
                                 'model': scratch_detector(18, num_classes)})
     teacher_ckpt = osp.join(work, 'teacher', f'epoch_{t_epochs}.pth')
-    distill_cfg = write_config(
-        osp.join(work, 'distill.py'), student_cfg, {
-            'custom_imports': dict(imports=['mmkd'], allow_failed_imports=False),
-            'model': dict(_delete_=True, **distiller_settings(METHODS[args.method]),
-                          student=student_cfg, teacher=teacher_cfg, teacher_ckpt=teacher_ckpt)
-        })
+    stages = [('teacher', teacher_cfg, TEACHER, None, []),
+              ('student', student_cfg, STUDENT, None, [])]
+    for method in methods:
+        settings = distiller_settings(METHODS[method])
+        cfg = write_config(
+            osp.join(work, f'distill_{method}.py'), student_cfg, {
+                'custom_imports': dict(imports=['mmkd'], allow_failed_imports=False),
+                'model': dict(_delete_=True, **settings, student=student_cfg,
+                              teacher=teacher_cfg, teacher_ckpt=teacher_ckpt)
+            })
+        stages.append((f'distilled_{method}', cfg, f'student + {method}', method,
+                       list(settings.get('distill_losses', {}))))
 
-    results, curves, times = [], {}, {}
-    stages = [('teacher', teacher_cfg, 'teacher (R50)'),
-              ('student', student_cfg, 'student (R18)'),
-              ('distilled', distill_cfg, f'student + {args.method}')]
-    for i, (name, cfg, label) in enumerate(stages):
+    results, curves, logs = [], {}, {}
+    for i, (name, cfg, label, method, distill_names) in enumerate(stages):
         sub = osp.join(work, name)
         n_ep = t_epochs if name == 'teacher' else epochs
-        print(f'{i + 2}/4 training {label} for {n_ep} epochs ({iters} iterations each)',
-              flush=True)
-        times[name] = run(['train.py', cfg, '--work-dir', sub],
-                          osp.join(work, f'{name}_train.log'), label)
+        print(f'{i + 2}/{n_steps} training {label} for {n_ep} epochs ({iters} iterations '
+              'each)', flush=True)
+        train_s = run(['train.py', cfg, '--work-dir', sub],
+                      osp.join(work, f'{name}_train.log'), label)
         run(['test.py', cfg, osp.join(sub, f'epoch_{n_ep}.pth'), '--work-dir', sub],
             osp.join(work, f'{name}_test.log'), label)
-        curves[label] = loss_curve(sub)
-        results.append(dict(model=label, bbox_mAP=bbox_map(osp.join(work, f'{name}_test.log')),
-                            params_M=count_params(cfg, name == 'distilled') / 1e6,
-                            train_min=times[name] / 60))
+        logs[name] = train_log(sub)
+        keys = loss_keys(logs[name])
+        if method:
+            split = split_loss_keys(keys, loss_keys(logs['student']), distill_names)
+        else:
+            split = dict(task=keys, distill=[])
+        if name != 'teacher':
+            curves[label] = curves_of(logs[name], split)
+        results.append(dict(model=label, method=method,
+                            bbox_mAP=bbox_map(osp.join(work, f'{name}_test.log')),
+                            params_M=count_params(cfg, method is not None) / 1e6,
+                            train_min=train_s / 60, loss_keys=split))
+    add_gains(results)
 
-    print('\n| model | bbox mAP | params (M) | training time (min) |')
-    print('|---|---|---|---|')
-    for r in results:
-        print(f"| {r['model']} | {r['bbox_mAP']:.3f} | {r['params_M']:.1f} | "
-              f"{r['train_min']:.1f} |")
+    print('\n' + table(results) + '\n')
+    print(summary(results, args.seed, quick))
     with open(osp.join(work, 'results.json'), 'w') as f:
         json.dump(results, f, indent=2)
+    with open(osp.join(work, 'curves.json'), 'w') as f:
+        json.dump(curves, f, indent=2)
     png = plot(results, curves, osp.join(work, 'demo.png'))
-    print(f'\nEverything is in {work}: results.json, {"demo.png, " if png else ""}'
-          'configs (teacher.py, student.py, distill.py), logs and checkpoints.')
+    cfgs = ', '.join(['teacher.py', 'student.py'] + [f'distill_{m}.py' for m in methods])
+    print(f'\nEverything is in {work}: results.json, curves.json, '
+          f'{"demo.png (task loss | distillation loss | mAP), " if png else ""}'
+          f'configs ({cfgs}), logs and checkpoints.')
 
 
 if __name__ == '__main__':
