@@ -258,6 +258,33 @@ def test_quick_classification_run_and_resume(tmp_path):
     assert len(open(osp.join(work, 'results.jsonl')).readlines()) == 4
 
 
+@pytest.mark.slow
+def test_quick_segmentation_and_detection_in_parallel(tmp_path):
+    """The quick mode of the two other tasks, two runs at a time (spawned processes): every
+    run recorded once, the pairs of a seed start alike, the report covers both tasks."""
+    work = str(tmp_path / 'bench')
+    out = run_tool([TOOL, '--quick', '--tasks', 'seg', 'det', '--methods', 'kd', 'cwd',
+                    '--jobs', '2', '--work-dir', work], timeout=1800)
+    rows = [json.loads(line) for line in open(osp.join(work, 'results.jsonl'))]
+    assert [(r['task'], r['method']) for r in rows] == [
+        ('seg', 'teacher'), ('seg', 'baseline'), ('seg', 'cwd'), ('seg', 'kd'),
+        ('det', 'teacher'), ('det', 'baseline'), ('det', 'kd')]  # no CWD config for det
+    for task in ('seg', 'det'):
+        students = [r for r in rows if r['task'] == task and r['method'] != 'teacher']
+        assert len({r['student_init'] for r in students}) == 1
+        assert len({r['train_data'] for r in students}) == 1
+        assert all(0.0 <= r['value'] <= 100.0 and r['version'] == 3 for r in students)
+    # The segmentation recipe: FCN heads, 3 shapes + background, lr 1e-2, the config's CWD.
+    seg_cfg = open(osp.join(work, 'seg', 'cwd.py')).read()
+    assert "'type': 'ChannelWiseDivergence'" in seg_cfg and "'loss_weight': 5.0" in seg_cfg
+    student = open(osp.join(work, 'seg', 'student.py')).read()
+    assert "mmseg::fcn/fcn_r18-d8" in student and "'lr': 0.01" in student
+    assert "'num_classes': 4" in student
+    report = open(osp.join(work, 'benchmark_accuracy.md')).read()
+    assert '### Semantic segmentation' in report and '### Detection' in report
+    assert report in out and '2 at a time' in out
+
+
 def test_scratch_recipe_trains_every_layer(tmp_path):
     """The from-scratch detector: nothing frozen, BatchNorm in training mode, the set widths."""
     from mmengine.config import Config
