@@ -1,4 +1,5 @@
 """Scale decoupled distillation (Wei et al., CVPR 2024)."""
+import warnings
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -41,9 +42,18 @@ def sdd_local_logits(feat: Tensor,
     Returns:
         Tensor: Local logits ``(B, C, N)``; cell 0 is the global one when
         ``scales[0] == 1``.
+
+    Warns:
+        UserWarning: When the map is 1 x 1 and a scale above 1 is asked: every
+        cell then repeats the global one and SDD reduces to its base loss.
     """
     if feat.dim() != 4:
         raise ValueError(f'SDD expects feature maps (B, D, H, W), got {tuple(feat.shape)}.')
+    if feat.shape[-2:] == (1, 1) and max(scales) > 1:
+        warnings.warn(f'SDD: the feature map is 1 x 1, so every local cell of scales '
+                      f'{tuple(scales)} repeats the global one and SDD reduces to its base '
+                      f'loss (DKD / KD). Use larger inputs or a backbone that keeps a larger '
+                      f'final map.', UserWarning, stacklevel=2)
     grid = feat if pool_base is None else F.adaptive_avg_pool2d(feat, pool_base)
     cells = torch.cat([F.adaptive_avg_pool2d(grid, s).flatten(2) for s in scales], dim=2)
     B, D, N = cells.shape

@@ -167,3 +167,15 @@ def test_gradient_matches_finite_differences():
     feat_s, feat_t, cls_s, cls_t, y = models(seed=7, hw_s=4)
     loss = build('SDDLoss')
     assert torch.autograd.gradcheck(lambda f: loss(f, feat_t, y, cls_s, cls_t), (feat_s, ))
+
+
+@pytest.mark.parametrize('base', ['kd', 'dkd'])
+def test_one_by_one_map_warns_and_is_the_base_loss(base):
+    """A 1 x 1 final map (a narrow ImageNet ResNet at 32 px) has no local structure: every
+    cell repeats the global one, all are consistent, SDD equals its base loss, and says so."""
+    feat_s, feat_t, cls_s, cls_t, y = models(seed=5, hw_s=1, hw_t=1)
+    with pytest.warns(UserWarning, match=r'feature map is 1 x 1.*reduces to its base loss'):
+        got = build('SDDLoss', base=base)(feat_s, feat_t, y, cls_s, cls_t)
+    want = build('DKDLoss' if base == 'dkd' else 'KDLoss')(cls_s(feat_s[..., 0, 0]),
+                                                           cls_t(feat_t[..., 0, 0]), y)
+    torch.testing.assert_close(got, want)
