@@ -409,14 +409,39 @@ def plain_config(task: Task, setup: dict, role: str, work: str, length: int) -> 
     return write_config(osp.join(work, f'{role}.py'), task.base, overrides)
 
 
+#: Classes of the distilled logits: segmentation counts the background, a Faster R-CNN RoI head
+#: has one more (background) logit than the data's classes.
+LOGIT_CLASSES: Dict[str, Callable[[int], int]] = {
+    'cls': lambda n: n, 'seg': lambda n: n, 'det': lambda n: n + 1}
+
+
+def fit_to_classes(settings: dict, num_logits: int) -> Tuple[dict, str]:
+    """A config's distiller settings on logits of ``num_logits`` classes: a loss whose top-``k``
+    (ReKD) is not below the class count (k = C leaves no non-target class to distil) gets
+    ``k = C - 1``; everything else is kept. Returns the settings and a note of what changed
+    (e.g. ``k 5 -> 3 of 4 classes``; empty if nothing)."""
+    notes = []
+    losses = dict(settings.get('distill_losses') or {})
+    for name, loss in losses.items():
+        k = loss.get('k') if isinstance(loss, dict) else None
+        if k is not None and k >= num_logits:
+            losses[name] = dict(loss, k=num_logits - 1)
+            notes.append(f'k {k} -> {num_logits - 1} of {num_logits} classes')
+    return (dict(settings, distill_losses=losses) if notes else settings), ', '.join(notes)
+
+
 def distill_config(task: Task, method_cfg: str, student_cfg: str, teacher_cfg: str,
-                   teacher_ckpt: str, path: str, length: int,
-                   hooks: Optional[List[dict]] = None) -> str:
+                   teacher_ckpt: Optional[str], path: str, length: int,
+                   hooks: Optional[List[dict]] = None,
+                   num_logits: Optional[int] = None) -> str:
     """Writes the config of the student distilled with ``method_cfg``'s settings: its
-    distiller settings and its ``DistillLossScheduleHook`` scaled to ``length`` (the student's
-    epochs, or iterations if not ``task.by_epoch``; ``hooks``: already scaled)."""
+    distiller settings (fitted to ``num_logits`` classes by :func:`fit_to_classes` if given)
+    and its ``DistillLossScheduleHook`` scaled to ``length`` (the student's epochs, or
+    iterations if not ``task.by_epoch``; ``hooks``: already scaled)."""
     from mmengine.config import Config
     settings = distiller_settings(method_cfg)
+    if num_logits is not None:
+        settings = fit_to_classes(settings, num_logits)[0]
     model = dict(_delete_=True, **settings, student=student_cfg)
     if 'LightSKD' in settings['type']:  # self-distillation: no teacher
         width = CLS_WIDTH['student'][1]
@@ -569,6 +594,7 @@ def run_task(task: Task, work: str, methods: Optional[Sequence[str]], seeds: Seq
         record('teacher', 0, teacher_cfg, '', metrics, fingerprints,
                (time.time() - start) / 60)
     todo = []
+    num_logits = LOGIT_CLASSES[task.name](len(setup['info']['classes']))
     for seed in seeds:
         for method in ['baseline'] + chosen:
             if (protocol, task.name, method, seed) in done:
@@ -576,10 +602,11 @@ def run_task(task: Task, work: str, methods: Optional[Sequence[str]], seeds: Seq
             cfg, schedule = student_cfg, ''
             if method != 'baseline':
                 hooks = schedule_hooks(configs[method], setup['length'], task.by_epoch)
-                schedule = describe_schedule(hooks)
+                fitted = fit_to_classes(distiller_settings(configs[method]), num_logits)[1]
+                schedule = ', '.join(x for x in (describe_schedule(hooks), fitted) if x)
                 cfg = distill_config(task, configs[method], student_cfg, teacher_cfg,
                                      teacher_ckpt, osp.join(work, f'{method}.py'),
-                                     setup['length'], hooks)
+                                     setup['length'], hooks, num_logits)
             todo.append((method, seed, cfg, schedule))
     if not todo:
         return
@@ -660,8 +687,9 @@ def summarise(rows: List[dict], tasks: Sequence[str]) -> str:
                        f'(t(0.975, n-1) + t(0.80, n-1)) · sd / √n: a two-sided 5% paired test '
                        f'with 80% power).')
         if schedules:
-            out.append('Distillation-loss schedules (the configs\' DistillLossScheduleHook, '
-                       'scaled): ' + '; '.join(schedules) + '.')
+            out.append('Adapted to this benchmark (the configs\' DistillLossScheduleHook '
+                       'scaled; a top-k not below the class count set to C - 1): ' +
+                       '; '.join(schedules) + '.')
         if unpaired:
             out.append('**Warning**: these runs do not share the initial student or the training '
                        'batches of the baseline of their seed: ' + ', '.join(unpaired) + '.')
