@@ -41,7 +41,7 @@ detectable difference) and ``benchmark_accuracy.png``. The default run covers
 classification, segmentation and detection (seeds: ``SEEDS``), two student runs
 at a time (``--jobs``); ``--quick`` is a smoke run of KD and DIST, one seed.
 
-    python tools/analysis_tools/benchmark_accuracy.py            # ~1 h on 2 CPU cores
+    python tools/analysis_tools/benchmark_accuracy.py            # ~2 h on 2 CPU cores
     python tools/analysis_tools/benchmark_accuracy.py --quick    # a few minutes
     python tools/analysis_tools/benchmark_accuracy.py --tasks det --methods rekd kd --seeds 5
 """
@@ -203,7 +203,7 @@ TASKS: Dict[str, Task] = {
 
 
 DEFAULT_TASKS = ['cls', 'seg', 'det']
-#: Student seeds per task in the default run (chosen for power within ~1 h, see the README).
+#: Student seeds per task in the default run (measured: ~2 h in all on 2 cores, see the README).
 SEEDS = {'cls': 5, 'seg': 3, 'det': 3}
 #: The methods of ``--quick`` (a smoke run): two that every task has.
 QUICK_METHODS = ('kd', 'dist')
