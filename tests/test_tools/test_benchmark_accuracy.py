@@ -144,7 +144,7 @@ def test_summary_report_by_hand():
     # (4.3027 + 1.0607) * 1.6833 / sqrt(3) = 5.21.
     assert 'Smallest detectable difference: 5.21 (bbox; n = 3 seeds, pooled sd of the paired ' \
            'differences 1.68;' in report
-    assert 'scaled): kd (warm-up 1 ep).' in report
+    assert 'set to C - 1): kd (warm-up 1 ep).' in report
     # kd's seed 2 started from other weights than the baseline's seed 2: said so.
     assert 'do not share the initial student or the training batches of the baseline of their ' \
            'seed: kd seed 2.' in report
