@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 from mmkd.datasets import det_overrides, make_det  # noqa: E402
@@ -102,17 +102,14 @@ def loss_keys(rows: List[dict]) -> List[str]:
 
 
 def split_loss_keys(distilled: Sequence[str], baseline: Sequence[str],
-                    distill_names: Sequence[str]) -> Dict[str, List[str]]:
+                    declared: Sequence[str]) -> Dict[str, List[str]]:
     """The distilled student's loss keys: its own task losses and the distillation losses.
 
-    mmkd's distillers add ``loss_<name>`` (and, for some, ``loss_<name>_<part>``) for
-    every entry ``<name>`` of ``model.distill_losses`` to the student's own losses; a
-    key that the baseline student does not log is a distillation loss too.
+    ``declared`` are the keys the distiller says its losses add (its
+    ``distill_loss_keys``, see :func:`build_info`); a key that the baseline student does
+    not log is a distillation loss too.
     """
-    def is_distill(key: str) -> bool:
-        return key not in baseline or any(
-            key == f'loss_{n}' or key.startswith(f'loss_{n}_') for n in distill_names)
-    distill = [k for k in distilled if is_distill(k)]
+    distill = [k for k in distilled if k in declared or k not in baseline]
     return dict(task=[k for k in distilled if k not in distill], distill=distill)
 
 
@@ -125,7 +122,9 @@ def curves_of(rows: List[dict], keys: Dict[str, List[str]]) -> dict:
                 total_loss=[r.get('loss') for r in rows])
 
 
-def count_params(cfg_path: str, student_only: bool) -> int:
+def build_info(cfg_path: str, student_only: bool) -> Tuple[int, List[str]]:
+    """Builds a config's model: its parameters (the student's only if ``student_only``) and
+    the loss keys its distillation losses add (the distiller's ``distill_loss_keys``)."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
@@ -133,8 +132,10 @@ def count_params(cfg_path: str, student_only: bool) -> int:
     cfg = Config.fromfile(cfg_path)
     init_default_scope(cfg.default_scope)
     model = MODELS.build(cfg.model)
+    declared = [k for name in getattr(model, 'distill_losses', None) or {}
+                for k in model.distill_loss_keys(name)]
     model = model.student if student_only else model
-    return sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters()), declared
 
 
 def points(value: float) -> str:
@@ -288,8 +289,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                                {**data, **schedule(iters, epochs),
                                 'model': scratch_detector(18, num_classes)})
     teacher_ckpt = osp.join(work, 'teacher', f'epoch_{t_epochs}.pth')
-    stages = [('teacher', teacher_cfg, TEACHER, None, []),
-              ('student', student_cfg, STUDENT, None, [])]
+    stages = [('teacher', teacher_cfg, TEACHER, None),
+              ('student', student_cfg, STUDENT, None)]
     for method in methods:
         settings = distiller_settings(METHODS[method])
         cfg = write_config(
@@ -298,11 +299,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                 'model': dict(_delete_=True, **settings, student=student_cfg,
                               teacher=teacher_cfg, teacher_ckpt=teacher_ckpt)
             })
-        stages.append((f'distilled_{method}', cfg, f'student + {method}', method,
-                       list(settings.get('distill_losses', {}))))
+        stages.append((f'distilled_{method}', cfg, f'student + {method}', method))
 
     results, curves, logs = [], {}, {}
-    for i, (name, cfg, label, method, distill_names) in enumerate(stages):
+    for i, (name, cfg, label, method) in enumerate(stages):
         sub = osp.join(work, name)
         n_ep = t_epochs if name == 'teacher' else epochs
         print(f'{i + 2}/{n_steps} training {label} for {n_ep} epochs ({iters} iterations '
@@ -313,15 +313,16 @@ def main(argv: Optional[List[str]] = None) -> None:
             osp.join(work, f'{name}_test.log'), label)
         logs[name] = train_log(sub)
         keys = loss_keys(logs[name])
+        params, declared = build_info(cfg, method is not None)
         if method:
-            split = split_loss_keys(keys, loss_keys(logs['student']), distill_names)
+            split = split_loss_keys(keys, loss_keys(logs['student']), declared)
         else:
             split = dict(task=keys, distill=[])
         if name != 'teacher':
             curves[label] = curves_of(logs[name], split)
         results.append(dict(model=label, method=method,
                             bbox_mAP=bbox_map(osp.join(work, f'{name}_test.log')),
-                            params_M=count_params(cfg, method is not None) / 1e6,
+                            params_M=params / 1e6,
                             train_min=train_s / 60, loss_keys=split))
     add_gains(results)
 

@@ -32,8 +32,11 @@ def test_summary_follows_the_numbers():
     assert 'no change in mAP' in demo.summary(rows(0.146), 0, False)
     assert 'no gap to close' in demo.summary(rows(0.150, teacher_map=0.1), 0, False)
     assert '| student + dist | 0.165 | +1.9 | 11.8 | 2.3 |' in demo.table(rows(0.165))
-    split = demo.split_loss_keys(TASK_KEYS + ['loss_dist'], TASK_KEYS, ['dist'])
+    split = demo.split_loss_keys(TASK_KEYS + ['loss_dist'], TASK_KEYS, ['loss_dist'])
     assert split == dict(task=TASK_KEYS, distill=['loss_dist'])
+    # A declared key is a distillation loss even where the baseline logs the same name.
+    split = demo.split_loss_keys(TASK_KEYS, TASK_KEYS, ['loss_cls'])
+    assert split['distill'] == ['loss_cls'] and 'loss_cls' not in split['task']
 
 
 @pytest.mark.slow
