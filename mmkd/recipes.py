@@ -39,7 +39,7 @@ Overrides = Dict[str, Any]
 
 
 def scratch_detector(depth: int, num_classes: int, channels: int = 64,
-                     fc_channels: int = 128) -> Overrides:
+                     fc_channels: int = 128, width: int = 64) -> Overrides:
     """A Faster R-CNN ``model`` override: ResNet-``depth`` FPN, trained from scratch.
 
     Args:
@@ -47,10 +47,14 @@ def scratch_detector(depth: int, num_classes: int, channels: int = 64,
         num_classes (int): Object classes.
         channels (int): FPN, RPN and RoI feature channels. Defaults to 64.
         fc_channels (int): Width of the box head's two FC layers. Defaults to 128.
+        width (int): The ResNet's stem and base channels (64 for the standard ResNet;
+            32 costs about a quarter of its FLOPs). Defaults to 64.
     """
-    in_channels = [64, 128, 256, 512] if depth < 50 else [256, 512, 1024, 2048]
+    expansion = 1 if depth < 50 else 4
+    in_channels = [width * expansion * 2**i for i in range(4)]
     return dict(
-        backbone=dict(depth=depth, frozen_stages=-1, norm_eval=False, init_cfg=None),
+        backbone=dict(depth=depth, frozen_stages=-1, norm_eval=False, init_cfg=None,
+                      stem_channels=width, base_channels=width),
         neck=dict(in_channels=in_channels, out_channels=channels),
         rpn_head=dict(in_channels=channels, feat_channels=channels,
                       anchor_generator=dict(scales=[4])),
@@ -58,7 +62,10 @@ def scratch_detector(depth: int, num_classes: int, channels: int = 64,
             bbox_roi_extractor=dict(out_channels=channels),
             bbox_head=dict(in_channels=channels, fc_out_channels=fc_channels,
                            num_classes=num_classes)),
-        train_cfg=dict(rcnn=dict(sampler=dict(num=128))))
+        train_cfg=dict(rcnn=dict(sampler=dict(num=128))),
+        # A few objects per image: 300 proposals instead of 1,000 (a third of the RoI head's
+        # test-time cost).
+        test_cfg=dict(rpn=dict(max_per_img=300)))
 
 
 def adamw_schedule(max_iters: int, lr: float = 1e-3, by_epoch: bool = True,
@@ -77,11 +84,15 @@ def adamw_schedule(max_iters: int, lr: float = 1e-3, by_epoch: bool = True,
     total_iters = max_iters * iters_per_epoch if by_epoch else max_iters
     loop = dict(max_epochs=max_iters) if by_epoch else dict(max_iters=max_iters)
     return dict(
-        # No validation during training: the caller evaluates once at the end.
-        train_cfg=dict(**loop, val_interval=max_iters + 1),
+        # No validation during training: the caller evaluates once at the end. (MMEngine's
+        # loops validate after the last epoch / iteration whatever ``val_interval`` says;
+        # only ``val_begin`` past the end turns that off.)
+        train_cfg=dict(**loop, val_begin=max_iters + 1, val_interval=max_iters + 1),
         optim_wrapper=dict(
             _delete_=True, type='OptimWrapper',
-            optimizer=dict(type='AdamW', lr=lr, weight_decay=0.05),
+            # foreach: one kernel per step for all tensors (torch's default only on CUDA);
+            # on the CPU it saved ~5% of a detector's training step here.
+            optimizer=dict(type='AdamW', lr=lr, weight_decay=0.05, foreach=True),
             clip_grad=dict(max_norm=10.0)),
         param_scheduler=[
             dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
