@@ -363,3 +363,53 @@ def test_a_failing_run_shows_its_log(tmp_path):
     with pytest.raises(RuntimeError, match=r'cls_kd_0 failed.*NoSuchModel') as info:
         tool.train_eval(str(cfg), str(tmp_path / 'run'), 0, 'cls_kd_0')
     assert str(tmp_path / 'run' / 'run.log') in str(info.value)
+
+
+@pytest.mark.parametrize('by_epoch', [True, False])
+def test_schedule_does_not_validate_during_training(tmp_path, by_epoch):
+    """adamw_schedule leaves the evaluation to the caller: MMEngine's loops validate after the
+    last epoch / iteration whatever ``val_interval`` says (every benchmark run was evaluated
+    twice), so the schedule must put ``val_begin`` past the end. A toy runner counts the
+    validations of ``train()``."""
+    from mmengine.evaluator import BaseMetric
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    from mmkd.recipes import adamw_schedule
+
+    class Toy(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Linear(2, 1)
+
+        def forward(self, inputs, data_samples=None, mode='tensor'):
+            out = self.w(inputs)
+            return dict(loss=out.pow(2).mean()) if mode == 'loss' else [out]
+
+    class Count(BaseMetric):
+        calls = 0
+
+        def process(self, data_batch, data_samples):
+            self.results.append(0)
+
+        def compute_metrics(self, results):
+            Count.calls += 1
+            return dict(n=len(results))
+
+    loader = dict(dataset=[dict(inputs=torch.ones(2))] * 8, batch_size=4,
+                  sampler=dict(type='DefaultSampler', shuffle=False),
+                  collate_fn=dict(type='default_collate'))
+    schedule = adamw_schedule(2 if by_epoch else 4, by_epoch=by_epoch, iters_per_epoch=2)
+    train_cfg = dict(schedule['train_cfg'], **({} if by_epoch else dict(type='IterBasedTrainLoop')))
+    if by_epoch:
+        train_cfg['by_epoch'] = True
+    runner = Runner(model=Toy(), work_dir=str(tmp_path), train_dataloader=loader,
+                    val_dataloader=loader, val_evaluator=[Count()], val_cfg=dict(),
+                    train_cfg=train_cfg,
+                    optim_wrapper={k: v for k, v in schedule['optim_wrapper'].items()
+                                   if k != '_delete_'},
+                    param_scheduler=schedule['param_scheduler'],
+                    default_hooks=dict(checkpoint=None, logger=None), default_scope='mmengine')
+    runner.train()
+    assert runner.train_loop.iter == 4 and Count.calls == 0
+    assert runner.val_loop.run() == dict(n=2) and Count.calls == 1  # the caller's one (2 batches)
