@@ -121,11 +121,12 @@ FINE_CLASSES: Tuple[str, ...] = tuple(sorted(f'{c}_{s}' for c in FINE_HUES for s
 
 
 def render(rng: np.random.Generator, h: int, w: int, objs: Sequence[dict]) -> Image.Image:
-    """Draws the objects in random colours over a random background."""
+    """Draws the objects over a random background, each in its ``color`` (an RGB tuple) if it
+    has one, else in a random colour."""
     img = _background(rng, h, w)
     draw = ImageDraw.Draw(img)
     for obj in objs:
-        color = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        color = obj.get('color') or tuple(int(c) for c in rng.integers(0, 256, size=3))
         draw.polygon(obj['polygon'], fill=color)
     return img.filter(ImageFilter.GaussianBlur(0.6))
 
@@ -279,9 +280,7 @@ def fine_image(rng: np.random.Generator, h: int, w: int, shape: str,
     cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
     poly = shape_polygon(shape, cx, cy, r, rng.uniform(0, 2 * math.pi))
     color, drawn = fine_object_color(rng, hue)
-    img = _background(rng, h, w)
-    ImageDraw.Draw(img).polygon(poly, fill=color)
-    return img.filter(ImageFilter.GaussianBlur(0.6)), poly, drawn
+    return render(rng, h, w, [dict(polygon=poly, color=color)]), poly, drawn
 
 
 def make_cls_fine(root: str, num_train: int = 400, num_val: int = 100,
