@@ -142,7 +142,7 @@ def test_summary_report_by_hand():
     # Smallest detectable difference: pooled sd of kd (n 3, sd 2) and rekd (n 2, sd 0.7071):
     # 1.6833 (test_min_detectable_difference_by_hand); n = 3 seeds:
     # (4.3027 + 1.0607) * 1.6833 / sqrt(3) = 5.21.
-    assert 'Smallest detectable difference: 5.21 (bbox; n = 3 seeds, pooled sd of the paired ' \
+    assert 'Smallest detectable difference: 5.21 (bbox mAP; n = 3 seeds, pooled sd of the paired ' \
            'differences 1.68;' in report
     assert 'set to C - 1): kd (warm-up 1 ep).' in report
     # kd's seed 2 started from other weights than the baseline's seed 2: said so.
