@@ -39,7 +39,7 @@ Overrides = Dict[str, Any]
 
 
 def scratch_detector(depth: int, num_classes: int, channels: int = 64,
-                     fc_channels: int = 128, width: int = 64) -> Overrides:
+                     fc_channels: int = 128, width: int = 32) -> Overrides:
     """A Faster R-CNN ``model`` override: ResNet-``depth`` FPN, trained from scratch.
 
     Args:
@@ -47,8 +47,8 @@ def scratch_detector(depth: int, num_classes: int, channels: int = 64,
         num_classes (int): Object classes.
         channels (int): FPN, RPN and RoI feature channels. Defaults to 64.
         fc_channels (int): Width of the box head's two FC layers. Defaults to 128.
-        width (int): The ResNet's stem and base channels (64 for the standard ResNet;
-            32 costs about a quarter of its FLOPs). Defaults to 64.
+        width (int): The ResNet's stem and base channels: half the standard 64, about a
+            quarter of its FLOPs (the benchmark's and the demo's detectors). Defaults to 32.
     """
     expansion = 1 if depth < 50 else 4
     in_channels = [width * expansion * 2**i for i in range(4)]

@@ -51,8 +51,6 @@ METHODS: Dict[str, str] = method_configs('*/faster-rcnn*_coco.py')
 FASTER_RCNN = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
 DEFAULT_METHOD = 'dist'
 TEACHER, STUDENT = 'teacher (R50)', 'student (R18)'
-#: The ResNets' base channels: half the standard 64, as in the accuracy benchmark's detection.
-WIDTH = 32
 
 
 def schedule(iters_per_epoch: int, epochs: int) -> dict:
@@ -285,12 +283,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     data['randomness'] = dict(seed=args.seed)
 
     t_epochs = 2 * epochs
-    teacher_model = scratch_detector(50, num_classes, width=WIDTH)
+    teacher_model = scratch_detector(50, num_classes)
     teacher_cfg = write_config(osp.join(work, 'teacher.py'), FASTER_RCNN,
                                {**data, **schedule(iters, t_epochs), 'model': teacher_model})
     student_cfg = write_config(osp.join(work, 'student.py'), FASTER_RCNN,
                                {**data, **schedule(iters, epochs),
-                                'model': scratch_detector(18, num_classes, width=WIDTH)})
+                                'model': scratch_detector(18, num_classes)})
     teacher_ckpt = osp.join(work, 'teacher', f'epoch_{t_epochs}.pth')
     stages = [('teacher', teacher_cfg, TEACHER, None),
               ('student', student_cfg, STUDENT, None)]

@@ -349,6 +349,16 @@ def test_scratch_recipe_trains_every_layer(tmp_path):
     assert bns and all(m.training for m in bns)
     assert model.neck.fpn_convs[0].conv.out_channels == 64
     assert model.roi_head.bbox_head.fc_cls.out_features == 7  # 6 classes + background
+    # ResNets at width 32 by default; the FPN takes exactly the stage widths they give.
+    assert model.backbone.conv1.out_channels == 32 and cfg.model.test_cfg.rpn.max_per_img == 300
+    for depth in (18, 50):
+        net = MODELS.build(Config.fromfile(write_config(
+            str(tmp_path / f'r{depth}.py'), 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+            {'model': scratch_detector(depth, 6)})).model)
+        with torch.no_grad():
+            feats = net.backbone(torch.zeros(1, 3, 64, 64))
+        assert [f.shape[1] for f in feats] == [c.conv.in_channels for c in net.neck.lateral_convs]
+        assert feats[0].shape[1] == (32 if depth == 18 else 128)
     assert model.rpn_head.prior_generator.base_sizes == [4, 8, 16, 32, 64]
     assert model.rpn_head.prior_generator.scales.tolist() == [4.0]
     # No validation while training; warm-up of min(50, 200 / 4) iterations, then cosine.

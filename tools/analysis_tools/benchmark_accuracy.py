@@ -174,7 +174,6 @@ def seg_model(role: str, info: dict) -> dict:
 
 # --- detection: Faster R-CNN FPN, 128x128 shapes, 6 classes --------------------------------
 DET_DEPTH = {'teacher': 50, 'student': 18}
-DET_WIDTH = 32  # the ResNets' base channels: half the standard 64
 
 
 def det_data(work: str, quick: bool) -> dict:
@@ -186,7 +185,7 @@ def det_data(work: str, quick: bool) -> dict:
 
 
 def det_model(role: str, info: dict) -> dict:
-    return scratch_detector(DET_DEPTH[role], len(info['classes']), width=DET_WIDTH)
+    return scratch_detector(DET_DEPTH[role], len(info['classes']))  # ResNets at width 32
 
 
 TASKS: Dict[str, Task] = {
