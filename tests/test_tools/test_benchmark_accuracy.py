@@ -247,6 +247,10 @@ def test_quick_classification_run_and_resume(tmp_path):
     assert "'type': 'mmkd.DistillLossScheduleHook', 'by_epoch': True, 'warmup': 1" in distill_cfg
     assert rows[2]['schedule'] == 'warm-up 1 ep' and rows[3]['schedule'] == ''
     assert osp.exists(osp.join(work, 'cls', 'teacher.pth'))
+    # The teacher trains on its own, longer schedule (teacher_length: 2 epochs when quick).
+    from mmengine.config import Config
+    assert Config.fromfile(osp.join(work, 'cls', 'teacher.py')).train_cfg.max_epochs == 2
+    assert Config.fromfile(osp.join(work, 'cls', 'student.py')).train_cfg.max_epochs == 1
     report = open(osp.join(work, 'benchmark_accuracy.md')).read()
     assert '| lightskd |' in report and '| baseline |' in report and report in out
     assert '| 1 seed | no CI | ' in report and 'none with 1 paired seed(s)' in report
