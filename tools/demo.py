@@ -256,8 +256,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                         f'{DEFAULT_METHOD} (the clear gain on this data); rekd: the flagship')
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'demo'))
     parser.add_argument('--epochs', type=int, default=None,
-                        help='student epochs (teacher: 2x); default 5 (200 iterations; 8.3 min in all '
-                        'on 2 cores), 1 with --quick')
+                        help='student epochs (teacher: 2x); default 5 (200 iterations; '
+                        '8.3 min in all on 2 cores), 1 with --quick')
     parser.add_argument('--num-train', type=int, default=None)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--quick', action='store_true', help='a smoke run of a few minutes')
