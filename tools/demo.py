@@ -279,8 +279,7 @@ def main(argv: Optional[List[str]] = None) -> None:
           f'{work}/data')
     num_classes = len(info['classes'])
     iters = -(-num_train // batch)
-    data = det_overrides(info, scale=(128, 128), batch_size=batch)
-    data['randomness'] = dict(seed=args.seed)
+    data = det_overrides(info, scale=(128, 128), batch_size=batch, seed=args.seed)
 
     t_epochs = 2 * epochs
     teacher_model = scratch_detector(50, num_classes)

@@ -20,9 +20,16 @@ inherits the real one::
 from __future__ import annotations
 
 import os.path as osp
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 Overrides = Dict[str, Any]
+
+
+def _seeded(overrides: Overrides, seed: Optional[int]) -> Overrides:
+    """Adds ``randomness.seed``: without it MMEngine draws a new seed every run."""
+    if seed is not None:
+        overrides['randomness'] = dict(seed=seed)
+    return overrides
 
 
 def _loader(dataset: dict, batch_size: int, shuffle: bool) -> dict:
@@ -31,7 +38,8 @@ def _loader(dataset: dict, batch_size: int, shuffle: bool) -> dict:
 
 
 def det_overrides(info: dict, scale: Tuple[int, int] = (128, 128), batch_size: int = 2,
-                  max_epochs: int = 1, with_mask: bool = False) -> Overrides:
+                  max_epochs: int = 1, with_mask: bool = False,
+                  seed: Optional[int] = 0) -> Overrides:
     """Overrides for an mmdet COCO config (Faster / Mask R-CNN, RetinaNet).
 
     Args:
@@ -40,6 +48,9 @@ def det_overrides(info: dict, scale: Tuple[int, int] = (128, 128), batch_size: i
         batch_size (int): Training batch size. Defaults to 2.
         max_epochs (int): Training epochs. Defaults to 1.
         with_mask (bool): Load instance masks too (Mask R-CNN). Defaults to False.
+        seed (int, optional): The run's random seed (``randomness.seed``: initial weights,
+            shuffling, augmentation), so that a run repeats itself on the same machine.
+            ``None`` leaves MMEngine's default, a new seed each run. Defaults to 0.
     """
     root = osp.abspath(info['data_root'])
     meta = dict(classes=tuple(info['classes']))
@@ -68,18 +79,19 @@ def det_overrides(info: dict, scale: Tuple[int, int] = (128, 128), batch_size: i
                      metric=metric, format_only=False, _delete_=True)
     train = _loader(dataset('train', train_pipeline, False), batch_size, True)
     train['batch_sampler'] = None
-    return dict(
+    return _seeded(dict(
         train_dataloader=train,
         val_dataloader=_loader(dataset('val', test_pipeline, True), 1, False),
         test_dataloader=_loader(dataset('val', test_pipeline, True), 1, False),
         val_evaluator=evaluator, test_evaluator=evaluator,
         train_cfg=dict(max_epochs=max_epochs, val_interval=max_epochs),
         default_hooks=dict(logger=dict(interval=1)),
-        log_processor=dict(window_size=1))
+        log_processor=dict(window_size=1)), seed)
 
 
 def seg_overrides(info: dict, crop: Tuple[int, int] = (64, 128), scale: Tuple[int, int] = (
-        128, 64), batch_size: int = 2, max_iters: int = 4) -> Overrides:
+        128, 64), batch_size: int = 2, max_iters: int = 4,
+                  seed: Optional[int] = 0) -> Overrides:
     """Overrides for an mmseg Cityscapes config (PSPNet, DeepLabV3).
 
     Args:
@@ -88,6 +100,9 @@ def seg_overrides(info: dict, crop: Tuple[int, int] = (64, 128), scale: Tuple[in
         scale (tuple[int, int]): Resize scale (w, h). Defaults to (128, 64).
         batch_size (int): Training batch size. Defaults to 2.
         max_iters (int): Training iterations. Defaults to 4.
+        seed (int, optional): The run's random seed (``randomness.seed``: initial weights,
+            shuffling, augmentation), so that a run repeats itself on the same machine.
+            ``None`` leaves MMEngine's default, a new seed each run. Defaults to 0.
     """
     root = osp.abspath(info['data_root'])
     meta = dict(classes=tuple(info['classes']), palette=[list(c) for c in info['palette']])
@@ -114,7 +129,7 @@ def seg_overrides(info: dict, crop: Tuple[int, int] = (64, 128), scale: Tuple[in
                     pipeline=pipeline, _delete_=True)
 
     evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'], _delete_=True)
-    return dict(
+    return _seeded(dict(
         crop_size=crop,
         train_dataloader=_loader(dataset('train', train_pipeline), batch_size, True),
         val_dataloader=_loader(dataset('val', test_pipeline), 1, False),
@@ -125,11 +140,11 @@ def seg_overrides(info: dict, crop: Tuple[int, int] = (64, 128), scale: Tuple[in
                            checkpoint=dict(interval=max_iters, by_epoch=False)),
         param_scheduler=[dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=max_iters,
                               by_epoch=False)],
-        log_processor=dict(window_size=1))
+        log_processor=dict(window_size=1)), seed)
 
 
-def cls_overrides(info: dict, size: int = 32, batch_size: int = 4,
-                  max_epochs: int = 1) -> Overrides:
+def cls_overrides(info: dict, size: int = 32, batch_size: int = 4, max_epochs: int = 1,
+                  seed: Optional[int] = 0) -> Overrides:
     """Overrides for an mmpretrain ImageNet / CIFAR config (image-folder data).
 
     Args:
@@ -137,6 +152,9 @@ def cls_overrides(info: dict, size: int = 32, batch_size: int = 4,
         size (int): Input size. Defaults to 32.
         batch_size (int): Training batch size. Defaults to 4.
         max_epochs (int): Training epochs. Defaults to 1.
+        seed (int, optional): The run's random seed (``randomness.seed``: initial weights,
+            shuffling, augmentation), so that a run repeats itself on the same machine.
+            ``None`` leaves MMEngine's default, a new seed each run. Defaults to 0.
     """
     root = osp.abspath(info['data_root'])
     train_pipeline = [
@@ -157,11 +175,11 @@ def cls_overrides(info: dict, size: int = 32, batch_size: int = 4,
                     _delete_=True)
 
     evaluator = dict(type='Accuracy', topk=(1, ), _delete_=True)
-    return dict(
+    return _seeded(dict(
         train_dataloader=_loader(dataset(info['train_prefix'], train_pipeline), batch_size, True),
         val_dataloader=_loader(dataset(info['val_prefix'], test_pipeline), batch_size, False),
         test_dataloader=_loader(dataset(info['val_prefix'], test_pipeline), batch_size, False),
         val_evaluator=evaluator, test_evaluator=evaluator,
         train_cfg=dict(max_epochs=max_epochs, val_interval=max_epochs),
         default_hooks=dict(logger=dict(interval=1)),
-        log_processor=dict(window_size=1))
+        log_processor=dict(window_size=1)), seed)
