@@ -89,8 +89,8 @@ def det_overrides(info: dict, scale: Tuple[int, int] = (128, 128), batch_size: i
         log_processor=dict(window_size=1)), seed)
 
 
-def seg_overrides(info: dict, crop: Tuple[int, int] = (64, 128), scale: Tuple[int, int] = (
-        128, 64), batch_size: int = 2, max_iters: int = 4,
+def seg_overrides(info: dict, crop: Tuple[int, int] = (64, 128),
+                  scale: Tuple[int, int] = (128, 64), batch_size: int = 2, max_iters: int = 4,
                   seed: Optional[int] = 0) -> Overrides:
     """Overrides for an mmseg Cityscapes config (PSPNet, DeepLabV3).
 

@@ -4,6 +4,7 @@ import os.path as osp
 import sys
 
 import pytest
+from mmengine.config import Config
 
 from mmkd.testing import run_tool
 
@@ -42,7 +43,7 @@ def test_summary_follows_the_numbers():
 @pytest.mark.slow
 def test_demo_quick(tmp_path):
     work = str(tmp_path / 'demo')
-    out = run_tool(['tools/demo.py', '--quick', '--work-dir', work], timeout=1200)
+    out = run_tool(['tools/demo.py', '--quick', '--seed', '1', '--work-dir', work], timeout=1200)
     rows = json.load(open(osp.join(work, 'results.json')))
     # The default method is DIST.
     assert [r['model'] for r in rows] == ['teacher (R50)', 'student (R18)', 'student + dist']
@@ -57,7 +58,10 @@ def test_demo_quick(tmp_path):
     assert '| model | bbox mAP | vs student (mAP points) | params (M) |' in out
     assert '| student + dist |' in out and '| student (R18) | ' in out
     assert 'student + dist: ' in out and 'the same student trained alone' in out
-    assert 'One seed (--seed 0)' in out and f'Everything is in {work}' in out
+    assert 'One seed (--seed 1)' in out and f'Everything is in {work}' in out
+    # --seed reaches every run (the data's and the training's seed).
+    for name in ('teacher.py', 'student.py', 'distill_dist.py'):
+        assert Config.fromfile(osp.join(work, name)).randomness == dict(seed=1), name
     curves = json.load(open(osp.join(work, 'curves.json')))
     assert set(curves) == {'student (R18)', 'student + dist'}
     for c in curves.values():
